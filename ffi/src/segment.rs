@@ -1,0 +1,884 @@
+//! Segments: the channels of one writer→reader link in shared memory, behind one doorbell.
+//!
+//! A segment is two memfds and an eventfd:
+//! - the *data* memfd holds a header, a table of channel descriptors and every channel's three
+//!   slots. Only the writer can write it: it is sealed against shrinking, growing and any new
+//!   writable mapping (F_SEAL_FUTURE_WRITE) before a reader ever sees it, so a reader maps it
+//!   read-only and can neither corrupt the writer's data nor make it fault.
+//! - the *control* memfd holds the words both sides write: a pending bitmap and one control
+//!   word per channel, each on its own cache line. It is sealed against shrinking and growing.
+//! - the eventfd is the doorbell: the writer rings it at most once per batch, and only when
+//!   some channel's reader had taken everything (see `protocol`).
+//!
+//! Each segment serves exactly one reader for its whole life: a new reader gets a new segment,
+//! so a reader's slot is always known (it starts with slot 2) and a crashed reader can leave
+//! nothing behind that confuses the next one. Nothing is named in the filesystem.
+
+use crate::error::{code, Error, Result};
+use crate::protocol::{self, AtomicU64, Ordering};
+use crate::sys::{self, Mapping};
+use std::cell::Cell;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicU32;
+
+/// "GSWDATA\0" little-endian: first word of a data memfd.
+pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"GSWDATA\0");
+/// "GSWCTRL\0" little-endian: first word of a control memfd.
+pub const CTRL_MAGIC: u64 = u64::from_le_bytes(*b"GSWCTRL\0");
+/// Bumped whenever the layout below changes; readers refuse other versions.
+pub const LAYOUT_VERSION: u32 = 1;
+
+pub const CACHE_LINE: usize = 64;
+/// Bytes of the fixed header at the start of each memfd.
+pub const HEADER_LEN: usize = 64;
+/// Bytes of one channel descriptor in the data memfd's table.
+pub const DESCRIPTOR_LEN: usize = 16;
+/// Bytes before a slot's payload: seq u64, timestamp u64, length u32, reserved.
+pub const SLOT_HEADER_LEN: usize = 32;
+/// Largest value one channel can carry.
+pub const MAX_CAPACITY: u32 = 1 << 20;
+/// Most channels one segment can carry.
+pub const MAX_CHANNELS: u32 = 1 << 16;
+
+// Data header field offsets.
+const D_MAGIC: usize = 0;
+const D_VERSION: usize = 8;
+const D_TABLE_END: usize = 12;
+const D_CHANNELS: usize = 16;
+const D_SLOT_HEADER: usize = 20;
+const D_LEN: usize = 24;
+const D_CTRL_LEN: usize = 32;
+const D_PID: usize = 40;
+const D_LINK_ID: usize = 48;
+const D_READY: usize = 56;
+
+// Control header field offsets.
+const C_MAGIC: usize = 0;
+const C_VERSION: usize = 8;
+const C_CHANNELS: usize = 12;
+const C_LEN: usize = 16;
+const C_LINK_ID: usize = 24;
+const C_PENDING_AT: usize = 32;
+const C_CONTROLS_AT: usize = 36;
+const C_READY: usize = 40;
+
+const fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// Bytes between the starts of two slots of a channel of `capacity` payload bytes.
+pub const fn slot_stride(capacity: u32) -> usize {
+    round_up(SLOT_HEADER_LEN + capacity as usize, CACHE_LINE)
+}
+
+/// Where everything lives, computed from the channel capacities alone (both sides compute it;
+/// the reader checks the writer's header against it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Layout {
+    /// Offset of each channel's first slot in the data memfd.
+    offsets: Vec<usize>,
+    data_len: usize,
+    pending_at: usize,
+    pending_words: usize,
+    controls_at: usize,
+    ctrl_len: usize,
+}
+
+impl Layout {
+    fn new(capacities: &[u32]) -> Result<Layout> {
+        let n = capacities.len();
+        if n == 0 || n > MAX_CHANNELS as usize {
+            return Err(Error::arg(format!(
+                "a segment holds 1 to {MAX_CHANNELS} channels, not {n}"
+            )));
+        }
+        let mut at = round_up(HEADER_LEN + n * DESCRIPTOR_LEN, CACHE_LINE);
+        let mut offsets = Vec::with_capacity(n);
+        for (i, &cap) in capacities.iter().enumerate() {
+            if cap > MAX_CAPACITY {
+                return Err(Error::arg(format!(
+                    "channel {i} asks for {cap} bytes; a channel carries at most {MAX_CAPACITY}"
+                )));
+            }
+            offsets.push(at);
+            at += 3 * slot_stride(cap);
+        }
+        let pending_at = HEADER_LEN;
+        let pending_words = n.div_ceil(64);
+        let controls_at = round_up(pending_at + pending_words * 8, CACHE_LINE);
+        Ok(Layout {
+            offsets,
+            data_len: at,
+            pending_at,
+            pending_words,
+            controls_at,
+            ctrl_len: controls_at + n * CACHE_LINE,
+        })
+    }
+}
+
+/// Writes a little-endian integer at `base + off`.
+///
+/// # Safety
+/// `base + off .. + size_of::<T>()` must lie inside a live, writable mapping.
+unsafe fn put<T: Copy>(base: *mut u8, off: usize, value: T) {
+    // SAFETY: in bounds per the caller; unaligned write so any offset is fine.
+    unsafe { (base.add(off) as *mut T).write_unaligned(value) }
+}
+
+/// Reads an integer at `base + off`.
+///
+/// # Safety
+/// `base + off .. + size_of::<T>()` must lie inside a live mapping.
+unsafe fn get<T: Copy>(base: *const u8, off: usize) -> T {
+    // SAFETY: in bounds per the caller; unaligned read so any offset is fine.
+    unsafe { (base.add(off) as *const T).read_unaligned() }
+}
+
+/// The atomic u32 at `base + off` (4-byte aligned by layout).
+///
+/// # Safety
+/// `base + off` must be 4-byte aligned inside a mapping that outlives `'a`.
+unsafe fn atomic_u32<'a>(base: *mut u8, off: usize) -> &'a AtomicU32 {
+    // SAFETY: aligned and live per the caller; AtomicU32 has the layout of u32.
+    unsafe { &*(base.add(off) as *const AtomicU32) }
+}
+
+/// Per-channel bookkeeping private to one side.
+struct Chan {
+    offset: usize,
+    capacity: u32,
+    stride: usize,
+    id: u32,
+    /// The slot this side owns now.
+    slot: Cell<u8>,
+}
+
+/// One value as read from a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SampleHeader {
+    /// The writer's sequence number (0: never published).
+    pub seq: u64,
+    /// The writer's timestamp (nanoseconds; the meaning is the writer's, usually receive time).
+    pub timestamp_ns: u64,
+    /// Updates published since the previous value this reader took, that it never saw.
+    pub skipped: u64,
+    /// Payload length in bytes.
+    pub len: u32,
+}
+
+/// Counters of a writer, for health reporting and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub publishes: u64,
+    /// Doorbell rings (eventfd writes).
+    pub rings: u64,
+}
+
+/// The writing side of a segment. Single-threaded: use it from one thread at a time.
+pub struct SegmentWriter {
+    data: Mapping,
+    ctrl: Mapping,
+    chans: Vec<Chan>,
+    doorbell: OwnedFd,
+    /// The memfds, kept only until handed to the reader.
+    fds: Option<(OwnedFd, OwnedFd)>,
+    /// Some publish since the last ring found its reader idle.
+    ring_owed: Cell<bool>,
+    publishes: Cell<u64>,
+    rings: Cell<u64>,
+}
+
+impl SegmentWriter {
+    /// Creates a segment with one channel per entry of `capacities` (payload bytes), tagged
+    /// with the caller's `ids` (e.g. measurement indices).
+    pub fn create(capacities: &[u32], ids: &[u32]) -> Result<SegmentWriter> {
+        if ids.len() != capacities.len() {
+            return Err(Error::arg("channel ids and capacities differ in length"));
+        }
+        let layout = Layout::new(capacities)?;
+        let data_fd = sys::memfd(c"gsw-data", layout.data_len)?;
+        let ctrl_fd = sys::memfd(c"gsw-ctrl", layout.ctrl_len)?;
+        let data = Mapping::map(data_fd.as_fd(), layout.data_len, true)?;
+        let ctrl = Mapping::map(ctrl_fd.as_fd(), layout.ctrl_len, true)?;
+        let link_id = random_u64();
+        let d = data.as_ptr();
+        let c = ctrl.as_ptr();
+        let n = capacities.len();
+        // SAFETY: every offset below is inside the mappings by construction of `layout`
+        // (header and table inside data_len; pending words and control lines inside ctrl_len),
+        // and nobody else has these memfds yet.
+        unsafe {
+            put(d, D_MAGIC, DATA_MAGIC);
+            put(d, D_VERSION, LAYOUT_VERSION);
+            put(d, D_TABLE_END, (HEADER_LEN + n * DESCRIPTOR_LEN) as u32);
+            put(d, D_CHANNELS, n as u32);
+            put(d, D_SLOT_HEADER, SLOT_HEADER_LEN as u32);
+            put(d, D_LEN, layout.data_len as u64);
+            put(d, D_CTRL_LEN, layout.ctrl_len as u64);
+            put(d, D_PID, std::process::id());
+            put(d, D_LINK_ID, link_id);
+            for i in 0..n {
+                let at = HEADER_LEN + i * DESCRIPTOR_LEN;
+                put(d, at, layout.offsets[i] as u64);
+                put(d, at + 8, capacities[i]);
+                put(d, at + 12, ids[i]);
+            }
+            put(c, C_MAGIC, CTRL_MAGIC);
+            put(c, C_VERSION, LAYOUT_VERSION);
+            put(c, C_CHANNELS, n as u32);
+            put(c, C_LEN, layout.ctrl_len as u64);
+            put(c, C_LINK_ID, link_id);
+            put(c, C_PENDING_AT, layout.pending_at as u32);
+            put(c, C_CONTROLS_AT, layout.controls_at as u32);
+            for i in 0..n {
+                put(
+                    c,
+                    layout.controls_at + i * CACHE_LINE,
+                    protocol::INITIAL_CONTROL,
+                );
+            }
+            // Release: a reader that sees READY (Acquire) sees every header field above.
+            atomic_u32(c, C_READY).store(1, Ordering::Release);
+            atomic_u32(d, D_READY).store(1, Ordering::Release);
+        }
+        sys::add_seals(
+            data_fd.as_fd(),
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_FUTURE_WRITE | libc::F_SEAL_SEAL,
+        )?;
+        sys::add_seals(
+            ctrl_fd.as_fd(),
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        )?;
+        let chans = capacities
+            .iter()
+            .zip(ids)
+            .zip(&layout.offsets)
+            .map(|((&capacity, &id), &offset)| Chan {
+                offset,
+                capacity,
+                stride: slot_stride(capacity),
+                id,
+                slot: Cell::new(protocol::INITIAL_WRITER_SLOT),
+            })
+            .collect();
+        Ok(SegmentWriter {
+            data,
+            ctrl,
+            chans,
+            doorbell: sys::eventfd()?,
+            fds: Some((data_fd, ctrl_fd)),
+            ring_owed: Cell::new(false),
+            publishes: Cell::new(0),
+            rings: Cell::new(0),
+        })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.chans.len()
+    }
+
+    pub fn capacity(&self, channel: usize) -> Option<u32> {
+        self.chans.get(channel).map(|c| c.capacity)
+    }
+
+    pub fn id(&self, channel: usize) -> Option<u32> {
+        self.chans.get(channel).map(|c| c.id)
+    }
+
+    /// The three descriptors to send to the reader: data memfd, control memfd, doorbell.
+    /// None once released.
+    pub fn fds(&self) -> Option<[RawFd; 3]> {
+        self.fds
+            .as_ref()
+            .map(|(d, c)| [d.as_raw_fd(), c.as_raw_fd(), self.doorbell.as_raw_fd()])
+    }
+
+    /// Closes the two memfds once the reader has them (the mappings stay). Keeps a long-lived
+    /// link at one descriptor on the writer's side.
+    pub fn release_fds(&mut self) {
+        self.fds = None;
+    }
+
+    pub fn doorbell(&self) -> BorrowedFd<'_> {
+        self.doorbell.as_fd()
+    }
+
+    fn control(&self, channel: usize) -> &AtomicU64 {
+        let at = self.ctrl_controls_at() + channel * CACHE_LINE;
+        // SAFETY: `at` is a cache-line-aligned offset inside the control mapping (checked by
+        // layout), which lives as long as `self`; AtomicU64 has u64's layout.
+        unsafe { &*(self.ctrl.as_ptr().add(at) as *const AtomicU64) }
+    }
+
+    fn pending_word(&self, word: usize) -> &AtomicU64 {
+        // SAFETY: pending words are 8-byte aligned inside the control mapping (layout).
+        unsafe { &*(self.ctrl.as_ptr().add(HEADER_LEN + word * 8) as *const AtomicU64) }
+    }
+
+    fn ctrl_controls_at(&self) -> usize {
+        round_up(HEADER_LEN + self.chans.len().div_ceil(64) * 8, CACHE_LINE)
+    }
+
+    /// Publishes one value without ringing the doorbell; call [`ring_if_owed`] after a batch.
+    /// Returns whether the reader had taken everything (and so may be asleep).
+    ///
+    /// [`ring_if_owed`]: SegmentWriter::ring_if_owed
+    #[inline]
+    pub fn publish_quiet(
+        &self,
+        channel: usize,
+        payload: &[u8],
+        seq: u64,
+        timestamp_ns: u64,
+    ) -> Result<bool> {
+        let Some(chan) = self.chans.get(channel) else {
+            return Err(Error::arg(format!(
+                "channel {channel} does not exist (the segment has {})",
+                self.chans.len()
+            )));
+        };
+        if payload.len() > chan.capacity as usize {
+            return Err(Error::errno(
+                libc::EMSGSIZE,
+                &format!(
+                    "a {}-byte value does not fit channel {channel} ({} bytes)",
+                    payload.len(),
+                    chan.capacity
+                ),
+            ));
+        }
+        let mine = chan.slot.get();
+        let slot_at = chan.offset + mine as usize * chan.stride;
+        // SAFETY: the slot lies inside the data mapping (layout), `payload` fits its capacity,
+        // and the protocol gives the writer sole ownership of slot `mine` until it is swapped
+        // into the control word below.
+        unsafe {
+            let p = self.data.as_ptr().add(slot_at);
+            put(p, 0, seq);
+            put(p, 8, timestamp_ns);
+            put(p, 16, payload.len() as u32);
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), p.add(SLOT_HEADER_LEN), payload.len());
+        }
+        let (next, idle) = protocol::publish(self.control(channel), mine);
+        chan.slot.set(next);
+        if idle {
+            protocol::mark_pending(self.pending_word(channel / 64), (channel % 64) as u32);
+            self.ring_owed.set(true);
+        }
+        self.publishes.set(self.publishes.get() + 1);
+        Ok(idle)
+    }
+
+    /// Rings the doorbell if some publish since the last ring found its reader idle.
+    #[inline]
+    pub fn ring_if_owed(&self) -> Result<bool> {
+        if !self.ring_owed.replace(false) {
+            return Ok(false);
+        }
+        self.rings.set(self.rings.get() + 1);
+        sys::eventfd_signal(self.doorbell.as_fd())?;
+        Ok(true)
+    }
+
+    /// Publishes one value and rings the doorbell if the reader may be asleep.
+    pub fn publish(
+        &self,
+        channel: usize,
+        payload: &[u8],
+        seq: u64,
+        timestamp_ns: u64,
+    ) -> Result<()> {
+        self.publish_quiet(channel, payload, seq, timestamp_ns)?;
+        self.ring_if_owed()?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            publishes: self.publishes.get(),
+            rings: self.rings.get(),
+        }
+    }
+}
+
+/// The reading side of a segment. Single-threaded: use it from one thread at a time.
+pub struct SegmentReader {
+    data: Mapping,
+    ctrl: Mapping,
+    chans: Vec<Chan>,
+    doorbell: OwnedFd,
+    pending_words: usize,
+    controls_at: usize,
+    /// Sequence number of the value each channel's held slot carries.
+    last_seq: Vec<Cell<u64>>,
+}
+
+impl SegmentReader {
+    /// Attaches to a segment from its three descriptors (taking ownership of all three; the
+    /// two memfds are closed once mapped). Refuses, with a clear error, anything that is not
+    /// a complete, sealed gsw segment of this layout version.
+    pub fn attach(data_fd: OwnedFd, ctrl_fd: OwnedFd, doorbell: OwnedFd) -> Result<SegmentReader> {
+        let data_len = sys::file_size(data_fd.as_fd())? as usize;
+        let ctrl_len = sys::file_size(ctrl_fd.as_fd())? as usize;
+        if data_len < HEADER_LEN || ctrl_len < HEADER_LEN {
+            return Err(Error::new(
+                code::BAD_MAGIC,
+                format!(
+                    "not a gsw segment: {data_len}/{ctrl_len} bytes is too small to hold a header"
+                ),
+            ));
+        }
+        let needed = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+        for (fd, what) in [(&data_fd, "data"), (&ctrl_fd, "control")] {
+            if sys::get_seals(fd.as_fd())? & needed != needed {
+                return Err(Error::new(
+                    code::NOT_SEALED,
+                    format!("the {what} memfd is not sealed against shrinking and growing; refusing a segment that could fault"),
+                ));
+            }
+        }
+        let data = Mapping::map(data_fd.as_fd(), data_len, false)?;
+        let ctrl = Mapping::map(ctrl_fd.as_fd(), ctrl_len, true)?;
+        drop((data_fd, ctrl_fd));
+        let d = data.as_ptr();
+        let c = ctrl.as_ptr();
+        // SAFETY: both mappings are at least HEADER_LEN bytes (checked above), so every header
+        // field read here is in bounds; READY offsets are 4-byte aligned.
+        let (magic, version, cmagic, cversion, ready, cready) = unsafe {
+            (
+                get::<u64>(d, D_MAGIC),
+                get::<u32>(d, D_VERSION),
+                get::<u64>(c, C_MAGIC),
+                get::<u32>(c, C_VERSION),
+                // Acquire pairs with the writer's Release store: header fields are complete.
+                atomic_u32(d, D_READY).load(Ordering::Acquire),
+                atomic_u32(c, C_READY).load(Ordering::Acquire),
+            )
+        };
+        if magic != DATA_MAGIC || cmagic != CTRL_MAGIC {
+            return Err(Error::new(
+                code::BAD_MAGIC,
+                format!("not a gsw segment (magic {magic:#018x}/{cmagic:#018x}); is the peer a gsw process?"),
+            ));
+        }
+        if version != LAYOUT_VERSION || cversion != LAYOUT_VERSION {
+            return Err(Error::new(
+                code::BAD_VERSION,
+                format!("the segment has layout version {version}, this gsw reads version {LAYOUT_VERSION}: run the same gsw version on both sides"),
+            ));
+        }
+        if ready != 1 || cready != 1 {
+            return Err(Error::new(
+                code::NOT_READY,
+                "the segment is not initialised yet",
+            ));
+        }
+        // SAFETY: header fields are inside the first HEADER_LEN bytes of each mapping.
+        let (n, table_end, slot_header, hdr_data_len, hdr_ctrl_len, link, clink, cn, chdr_len) = unsafe {
+            (
+                get::<u32>(d, D_CHANNELS) as usize,
+                get::<u32>(d, D_TABLE_END) as usize,
+                get::<u32>(d, D_SLOT_HEADER) as usize,
+                get::<u64>(d, D_LEN) as usize,
+                get::<u64>(d, D_CTRL_LEN) as usize,
+                get::<u64>(d, D_LINK_ID),
+                get::<u64>(c, C_LINK_ID),
+                get::<u32>(c, C_CHANNELS) as usize,
+                get::<u64>(c, C_LEN) as usize,
+            )
+        };
+        let bad = |why: String| Error::new(code::BAD_LAYOUT, format!("corrupt gsw segment: {why}"));
+        if n == 0 || n > MAX_CHANNELS as usize || cn != n {
+            return Err(bad(format!("channel count {n} (control says {cn})")));
+        }
+        if link != clink {
+            return Err(bad(
+                "data and control memfds belong to different links".into()
+            ));
+        }
+        if table_end != HEADER_LEN + n * DESCRIPTOR_LEN || table_end > data_len {
+            return Err(bad(format!("descriptor table ends at {table_end}")));
+        }
+        if slot_header != SLOT_HEADER_LEN {
+            return Err(bad(format!("slot header of {slot_header} bytes")));
+        }
+        let mut capacities = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut offsets = Vec::with_capacity(n);
+        for i in 0..n {
+            let at = HEADER_LEN + i * DESCRIPTOR_LEN;
+            // SAFETY: the table lies inside the mapping (table_end <= data_len checked above).
+            unsafe {
+                offsets.push(get::<u64>(d, at) as usize);
+                capacities.push(get::<u32>(d, at + 8));
+                ids.push(get::<u32>(d, at + 12));
+            }
+        }
+        // Recompute the layout from the capacities: every offset and size must agree, so no
+        // later access can leave the mappings whatever the header said.
+        let layout = Layout::new(&capacities).map_err(|e| bad(e.message))?;
+        if layout.offsets != offsets
+            || layout.data_len != data_len
+            || hdr_data_len != data_len
+            || layout.ctrl_len != ctrl_len
+            || hdr_ctrl_len != ctrl_len
+            || chdr_len != ctrl_len
+        {
+            return Err(bad(format!(
+                "sizes disagree (data {data_len} bytes, header says {hdr_data_len}, layout needs {}; control {ctrl_len}, needs {})",
+                layout.data_len, layout.ctrl_len
+            )));
+        }
+        // SAFETY: inside the control header.
+        let (pending_at, controls_at) = unsafe {
+            (
+                get::<u32>(c, C_PENDING_AT) as usize,
+                get::<u32>(c, C_CONTROLS_AT) as usize,
+            )
+        };
+        if pending_at != layout.pending_at || controls_at != layout.controls_at {
+            return Err(bad("control word offsets disagree".into()));
+        }
+        let chans = (0..n)
+            .map(|i| Chan {
+                offset: offsets[i],
+                capacity: capacities[i],
+                stride: slot_stride(capacities[i]),
+                id: ids[i],
+                slot: Cell::new(protocol::INITIAL_READER_SLOT),
+            })
+            .collect();
+        Ok(SegmentReader {
+            data,
+            ctrl,
+            chans,
+            doorbell,
+            pending_words: layout.pending_words,
+            controls_at,
+            last_seq: (0..n).map(|_| Cell::new(0)).collect(),
+        })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.chans.len()
+    }
+
+    pub fn capacity(&self, channel: usize) -> Option<u32> {
+        self.chans.get(channel).map(|c| c.capacity)
+    }
+
+    pub fn id(&self, channel: usize) -> Option<u32> {
+        self.chans.get(channel).map(|c| c.id)
+    }
+
+    pub fn doorbell(&self) -> BorrowedFd<'_> {
+        self.doorbell.as_fd()
+    }
+
+    /// Bytes a buffer needs to hold one [`SegmentReader::read_pending`] record of every channel.
+    pub fn batch_capacity(&self) -> usize {
+        self.chans
+            .iter()
+            .map(|c| RECORD_HEADER_LEN + round_up(c.capacity as usize, 8))
+            .sum()
+    }
+
+    fn control(&self, channel: usize) -> &AtomicU64 {
+        // SAFETY: cache-line-aligned offset inside the control mapping (validated layout).
+        unsafe {
+            &*(self
+                .ctrl
+                .as_ptr()
+                .add(self.controls_at + channel * CACHE_LINE) as *const AtomicU64)
+        }
+    }
+
+    fn pending_word(&self, word: usize) -> &AtomicU64 {
+        // SAFETY: 8-byte aligned offset inside the control mapping (validated layout).
+        unsafe { &*(self.ctrl.as_ptr().add(HEADER_LEN + word * 8) as *const AtomicU64) }
+    }
+
+    /// Takes the newest value of `channel` if one was published since the last take.
+    /// Returns the value's header and its payload as a slice of shared memory that stays
+    /// valid (and unchanged) until the next take of this channel.
+    #[inline]
+    pub fn take(&self, channel: usize) -> Result<Option<(SampleHeader, &[u8])>> {
+        let Some(chan) = self.chans.get(channel) else {
+            return Err(Error::arg(format!(
+                "channel {channel} does not exist (the segment has {})",
+                self.chans.len()
+            )));
+        };
+        let Some(slot) = protocol::acquire(self.control(channel), chan.slot.get()) else {
+            return Ok(None);
+        };
+        chan.slot.set(slot);
+        let (header, payload) = self.held(chan);
+        let last = self.last_seq[channel].replace(header.seq);
+        // A sequence number that goes back means the writer restarted: nothing was skipped.
+        let skipped = if last == 0 || header.seq <= last {
+            0
+        } else {
+            header.seq - last - 1
+        };
+        Ok(Some((SampleHeader { skipped, ..header }, payload)))
+    }
+
+    /// The value this reader holds for `channel` now (sequence 0 if it never took one).
+    pub fn current(&self, channel: usize) -> Option<(SampleHeader, &[u8])> {
+        self.chans.get(channel).map(|chan| self.held(chan))
+    }
+
+    fn held(&self, chan: &Chan) -> (SampleHeader, &[u8]) {
+        let at = chan.offset + chan.slot.get() as usize * chan.stride;
+        // SAFETY: the slot lies inside the read-only data mapping (validated layout); the
+        // reader owns it, so the writer does not write it while we look. The length comes from
+        // shared memory, so it is clamped to the channel's capacity before slicing.
+        unsafe {
+            let p = self.data.as_ptr().add(at);
+            let len = get::<u32>(p, 16).min(chan.capacity);
+            let header = SampleHeader {
+                seq: get::<u64>(p, 0),
+                timestamp_ns: get::<u64>(p, 8),
+                skipped: 0,
+                len,
+            };
+            let payload = std::slice::from_raw_parts(p.add(SLOT_HEADER_LEN), len as usize);
+            (header, payload)
+        }
+    }
+
+    /// Resets the doorbell. Call before scanning for new values, never after: a ring that
+    /// arrives after this stays pending and wakes the next wait.
+    pub fn drain_doorbell(&self) -> u64 {
+        sys::eventfd_drain(self.doorbell.as_fd())
+    }
+
+    /// Drains the doorbell, then takes the new value of every channel whose pending bit was
+    /// set, calling `visit(channel, header, payload)` for each. Before taking a channel's value
+    /// it asks `admit(channel)`; on false it stops and puts the bits not yet visited back, so
+    /// nothing is lost (e.g. when an output buffer is full). Returns how many values it took;
+    /// zero means the reader may sleep on the doorbell.
+    pub fn take_pending<A, V>(&self, mut admit: A, mut visit: V) -> usize
+    where
+        A: FnMut(usize) -> bool,
+        V: FnMut(usize, SampleHeader, &[u8]),
+    {
+        self.drain_doorbell();
+        let mut taken = 0;
+        for w in 0..self.pending_words {
+            let word = self.pending_word(w);
+            let mut bits = protocol::take_pending(word);
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                let channel = w * 64 + bit;
+                if channel >= self.chans.len() {
+                    // Bits past the last channel can only come from a broken peer.
+                    break;
+                }
+                if !admit(channel) {
+                    // Later words were never taken, so only this word's rest goes back.
+                    protocol::restore_pending(word, bits);
+                    return taken;
+                }
+                if let Ok(Some((header, payload))) = self.take(channel) {
+                    taken += 1;
+                    visit(channel, header, payload);
+                }
+                bits &= !(1u64 << bit);
+            }
+        }
+        taken
+    }
+
+    /// Blocks until the doorbell rings or `timeout_ms` passes (negative: forever).
+    pub fn wait(&self, timeout_ms: i32) -> Result<bool> {
+        sys::poll_readable(self.doorbell.as_fd(), timeout_ms)
+    }
+}
+
+/// Bytes before each payload in a `read_pending` output record:
+/// seq u64, timestamp u64, skipped u64, len u32, channel u32.
+pub const RECORD_HEADER_LEN: usize = 32;
+
+/// Writes one record (header + payload padded to 8 bytes) at `out[at..]`; returns its length,
+/// or None if it does not fit.
+pub fn write_record(
+    out: &mut [u8],
+    at: usize,
+    channel: usize,
+    header: &SampleHeader,
+    payload: &[u8],
+) -> Option<usize> {
+    let len = RECORD_HEADER_LEN + round_up(payload.len(), 8);
+    let rec = out.get_mut(at..at + len)?;
+    rec[0..8].copy_from_slice(&header.seq.to_le_bytes());
+    rec[8..16].copy_from_slice(&header.timestamp_ns.to_le_bytes());
+    rec[16..24].copy_from_slice(&header.skipped.to_le_bytes());
+    rec[24..28].copy_from_slice(&header.len.to_le_bytes());
+    rec[28..32].copy_from_slice(&(channel as u32).to_le_bytes());
+    rec[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload.len()].copy_from_slice(payload);
+    Some(len)
+}
+
+fn random_u64() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: getrandom writes at most 8 bytes into `v`.
+    let n = unsafe { libc::getrandom(&mut v as *mut u64 as *mut libc::c_void, 8, 0) };
+    if n != 8 {
+        // Only used to pair a link's two memfds; time and pid are unique enough.
+        v = sys::monotonic_ns() ^ ((std::process::id() as u64) << 32);
+    }
+    v
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+
+    /// Duplicates the writer's descriptors as a reader would receive them.
+    fn reader_fds(w: &SegmentWriter) -> (OwnedFd, OwnedFd, OwnedFd) {
+        let [d, c, e] = w.fds().unwrap();
+        // SAFETY: `dup` of valid descriptors gives new ones we own.
+        unsafe {
+            (
+                OwnedFd::from_raw_fd(libc::dup(d)),
+                OwnedFd::from_raw_fd(libc::dup(c)),
+                OwnedFd::from_raw_fd(libc::dup(e)),
+            )
+        }
+    }
+
+    fn pair(caps: &[u32]) -> (SegmentWriter, SegmentReader) {
+        let ids: Vec<u32> = (0..caps.len() as u32).collect();
+        let w = SegmentWriter::create(caps, &ids).unwrap();
+        let (d, c, e) = reader_fds(&w);
+        let r = SegmentReader::attach(d, c, e).unwrap();
+        (w, r)
+    }
+
+    #[test]
+    fn publish_then_take() {
+        let (w, r) = pair(&[8, 100]);
+        assert!(r.take(0).unwrap().is_none());
+        w.publish(1, b"hello", 1, 42).unwrap();
+        let (h, p) = r.take(1).unwrap().unwrap();
+        assert_eq!((h.seq, h.timestamp_ns, h.len, p), (1, 42, 5, &b"hello"[..]));
+        assert!(r.take(1).unwrap().is_none());
+        assert_eq!(r.current(1).unwrap().1, b"hello");
+    }
+
+    #[test]
+    fn skipped_counts_updates_never_seen() {
+        let (w, r) = pair(&[8]);
+        w.publish(0, &1u64.to_le_bytes(), 1, 0).unwrap();
+        r.take(0).unwrap().unwrap();
+        for seq in 2..=10u64 {
+            w.publish(0, &seq.to_le_bytes(), seq, 0).unwrap();
+        }
+        let (h, p) = r.take(0).unwrap().unwrap();
+        assert_eq!((h.seq, h.skipped), (10, 8));
+        assert_eq!(p, 10u64.to_le_bytes());
+    }
+
+    #[test]
+    fn rings_only_when_reader_idle_and_once_per_batch() {
+        let (w, r) = pair(&[8; 300]);
+        for ch in 0..300 {
+            w.publish_quiet(ch, &[1], 1, 0).unwrap();
+        }
+        assert!(w.ring_if_owed().unwrap());
+        // Nothing taken yet: a second batch finds every FRESH bit set, so it owes no ring.
+        for ch in 0..300 {
+            w.publish_quiet(ch, &[2], 2, 0).unwrap();
+        }
+        assert!(!w.ring_if_owed().unwrap());
+        assert_eq!(w.stats().rings, 1);
+        let mut seen = vec![];
+        let n = r.take_pending(|_| true, |ch, h, p| seen.push((ch, h.seq, p[0])));
+        assert_eq!(n, 300);
+        assert!(seen.iter().enumerate().all(|(i, &s)| s == (i, 2, 2)));
+        assert_eq!(r.take_pending(|_| true, |_, _, _| {}), 0);
+    }
+
+    #[test]
+    fn early_stop_keeps_the_rest_pending() {
+        let (w, r) = pair(&[8; 130]);
+        for ch in 0..130 {
+            w.publish_quiet(ch, &[ch as u8], 1, 0).unwrap();
+        }
+        let mut first = vec![];
+        let mut admitted = 0;
+        r.take_pending(
+            |_| {
+                admitted += 1;
+                admitted <= 10
+            },
+            |ch, _, _| first.push(ch),
+        );
+        assert_eq!(first.len(), 10);
+        let mut rest = vec![];
+        r.take_pending(|_| true, |ch, _, _| rest.push(ch));
+        assert_eq!(first.len() + rest.len(), 130);
+        assert!(rest.iter().all(|c| !first.contains(c)));
+    }
+
+    #[test]
+    fn oversized_value_is_refused() {
+        let (w, _r) = pair(&[4]);
+        let e = w.publish(0, &[0; 5], 1, 0).unwrap_err();
+        assert_eq!(e.code, libc::EMSGSIZE);
+    }
+
+    #[test]
+    fn attach_refuses_garbage() {
+        let d = sys::memfd(c"x", 4096).unwrap();
+        let c = sys::memfd(c"y", 4096).unwrap();
+        sys::add_seals(d.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW).unwrap();
+        sys::add_seals(c.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW).unwrap();
+        let e = SegmentReader::attach(d, c, sys::eventfd().unwrap())
+            .err()
+            .unwrap();
+        assert_eq!(e.code, code::BAD_MAGIC);
+    }
+
+    #[test]
+    fn attach_refuses_unsealed() {
+        let d = sys::memfd(c"x", 4096).unwrap();
+        let c = sys::memfd(c"y", 4096).unwrap();
+        let e = SegmentReader::attach(d, c, sys::eventfd().unwrap())
+            .err()
+            .unwrap();
+        assert_eq!(e.code, code::NOT_SEALED);
+    }
+
+    #[test]
+    fn reader_cannot_write_or_resize_data() {
+        let (w, _r) = pair(&[8]);
+        let (d, _c, _e) = reader_fds(&w);
+        let raw = d.into_raw_fd();
+        // SAFETY: plain syscalls on a descriptor we own; failures are what we test.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                raw,
+                0,
+            );
+            assert_eq!(
+                p,
+                libc::MAP_FAILED,
+                "writable mapping of sealed data must fail"
+            );
+            assert!(libc::ftruncate(raw, 0) < 0, "shrink must fail");
+            assert!(libc::ftruncate(raw, 1 << 20) < 0, "grow must fail");
+            let byte = 1u8;
+            assert!(libc::pwrite(raw, &byte as *const u8 as *const libc::c_void, 1, 0) < 0);
+            libc::close(raw);
+        }
+    }
+}
