@@ -1,0 +1,161 @@
+/**
+ * Turns a measurement's published bytes into values: the raw value, the engineering value
+ * (conversion or enum label), display text, and limit state. Runs for every update a
+ * subscriber prints, so the common paths read bytes directly and allocate nothing.
+ */
+import type { Conversion, Measurement } from "./types.ts";
+
+/** A raw value: integers of up to 48 bits are numbers, wider ones bigints. */
+export type RawValue = number | bigint | boolean | string | Uint8Array;
+
+export type LimitState = "ok" | "warn" | "alarm";
+
+// One 8-byte scratch word for floats and 7–8-byte integers: copying the bytes in is cheaper
+// than creating a DataView over the caller's buffer on every call.
+const scratch = new Uint8Array(8);
+const view = new DataView(scratch.buffer);
+const utf8 = new TextDecoder();
+
+/** Copies `size` bytes into the scratch word, right-aligned for big-endian reads of < 8 bytes. */
+function load(bytes: Uint8Array, size: number, little: boolean): void {
+  scratch.fill(0);
+  const at = little ? 0 : 8 - size;
+  for (let i = 0; i < size; i++) scratch[at + i] = bytes[i];
+}
+
+/** Unsigned integer of ≤ 6 bytes: exact in a double, no allocation. */
+function unsignedNumber(bytes: Uint8Array, size: number, little: boolean): number {
+  let v = 0;
+  if (little) { for (let i = size - 1; i >= 0; i--) v = v * 256 + bytes[i]; }
+  else for (let i = 0; i < size; i++) v = v * 256 + bytes[i];
+  return v;
+}
+
+function unsignedBigint(bytes: Uint8Array, size: number, little: boolean): bigint {
+  load(bytes, size, little);
+  // Big-endian values were right-aligned, so both cases read the whole word.
+  return view.getBigUint64(0, little);
+}
+
+/**
+ * The raw value from a measurement's published bytes (`m.size` bytes; a bit field's container).
+ * Integers and bit fields of up to 48 bits give numbers, wider ones bigints; `bytes` gives a
+ * copy, so the caller may reuse its buffer.
+ */
+export function decodeRaw(m: Measurement, bytes: Uint8Array): RawValue {
+  const size = m.size;
+  if (bytes.length !== size) {
+    throw new RangeError(`measurement "${m.name}" is ${size} bytes, got ${bytes.length}`);
+  }
+  const little = m.endianness === "little";
+  switch (m.type) {
+    case "float":
+      load(bytes, size, little);
+      return size === 4 ? view.getFloat32(little ? 0 : 4, little) : view.getFloat64(0, little);
+    case "string": {
+      const end = bytes.indexOf(0);
+      return utf8.decode(end < 0 ? bytes : bytes.subarray(0, end));
+    }
+    case "bytes":
+      return bytes.slice();
+  }
+  if (m.bits) return bitField(m, bytes, little);
+  if (m.type === "bool") {
+    for (let i = 0; i < size; i++) if (bytes[i] !== 0) return true;
+    return false;
+  }
+  if (size <= 6) {
+    const v = unsignedNumber(bytes, size, little);
+    const bits = size * 8;
+    return m.type === "int" && v >= 2 ** (bits - 1) ? v - 2 ** bits : v;
+  }
+  const v = unsignedBigint(bytes, size, little);
+  return m.type === "int" ? BigInt.asIntN(size * 8, v) : v;
+}
+
+/** Bit `offset` counts from the least significant bit of the container integer. */
+function bitField(m: Measurement, bytes: Uint8Array, little: boolean): RawValue {
+  const { offset, width } = m.bits!;
+  let field: number | bigint;
+  if (m.size <= 6) {
+    const container = unsignedNumber(bytes, m.size, little);
+    field = Math.floor(container / 2 ** offset) % 2 ** width;
+    if (m.type === "int" && field >= 2 ** (width - 1)) field -= 2 ** width;
+  } else {
+    const container = unsignedBigint(bytes, m.size, little);
+    let f = (container >> BigInt(offset)) & ((1n << BigInt(width)) - 1n);
+    if (m.type === "int") f = BigInt.asIntN(width, f);
+    field = width <= 48 ? Number(f) : f;
+  }
+  return m.type === "bool" ? field != 0 : field;
+}
+
+/** Applies a conversion to a number: linear `x·scale + offset`, or a polynomial by Horner. */
+export function convert(c: Conversion, x: number): number {
+  if (c.kind === "linear") return x * c.scale + c.offset;
+  const k = c.coefficients;
+  let y = 0;
+  for (let i = k.length - 1; i >= 0; i--) y = y * x + k[i];
+  return y;
+}
+
+/**
+ * The engineering value: the enum label (`UNKNOWN(n)` for a value with no label), the converted
+ * number, or the raw value unchanged when the measurement has neither.
+ */
+export function toEngineering(m: Measurement, raw: RawValue): RawValue {
+  if (m.enum) return m.enum[String(raw)] ?? `UNKNOWN(${raw})`;
+  if (m.conversion) return convert(m.conversion, Number(raw));
+  return raw;
+}
+
+/** `toEngineering(m, decodeRaw(m, bytes))`. */
+export function decodeValue(m: Measurement, bytes: Uint8Array): RawValue {
+  return toEngineering(m, decodeRaw(m, bytes));
+}
+
+/** A number as people read it: whole numbers in full, others to 7 significant digits. */
+export function formatNumber(v: number): string {
+  if (Number.isInteger(v) || !Number.isFinite(v)) return String(v);
+  const abs = Math.abs(v);
+  if (abs >= 1e9 || abs < 1e-4) return v.toExponential(6).replace(/\.?0+e/, "e");
+  // Through Number() so float32 noise (12.300000190734863) prints as 12.3.
+  return String(Number(v.toPrecision(7)));
+}
+
+/** Human text for a raw or engineering value, with the unit for numbers. */
+export function formatValue(m: Measurement, value: RawValue): string {
+  const unit = m.unit ? ` ${m.unit}` : "";
+  switch (typeof value) {
+    case "number":
+      return formatNumber(value) + unit;
+    case "bigint":
+      return value.toString() + unit;
+    case "boolean":
+      return String(value);
+    case "string":
+      // Enum labels print bare; string measurements are quoted so spaces and emptiness show.
+      return m.enum ? value : JSON.stringify(value);
+  }
+  return Array.from(value, (b) => b.toString(16).padStart(2, "0")).join(" ");
+}
+
+/**
+ * Where an engineering value stands against the measurement's limits. A value equal to a limit
+ * is inside it. NaN is an alarm when there are limits: a sensor sending NaN is broken.
+ */
+export function limitState(m: Measurement, value: RawValue): LimitState {
+  const l = m.limits;
+  if (!l || (typeof value !== "number" && typeof value !== "bigint")) return "ok";
+  const v = Number(value);
+  if (Number.isNaN(v)) return "alarm";
+  if (
+    (l.alarmLow !== undefined && v < l.alarmLow) || (l.alarmHigh !== undefined && v > l.alarmHigh)
+  ) {
+    return "alarm";
+  }
+  if ((l.warnLow !== undefined && v < l.warnLow) || (l.warnHigh !== undefined && v > l.warnHigh)) {
+    return "warn";
+  }
+  return "ok";
+}
