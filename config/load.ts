@@ -75,6 +75,11 @@ const PLAIN_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 /** The name of the source holding every packet when a config has no `sources:` list. */
 export const DEFAULT_SOURCE = "default";
 
+/** Path of the embedded default vehicle config, `examples/rocket.yaml`. */
+export const DEFAULT_CONFIG_PATH: string = decodeURIComponent(
+  new URL("../examples/rocket.yaml", import.meta.url).pathname,
+);
+
 /** Reads and validates the config at `path`; throws `ConfigError` listing every problem. */
 export async function loadConfig(path: string): Promise<Config> {
   let bytes: Uint8Array;

@@ -1,6 +1,12 @@
 /** The vehicle config: loading and validating YAML, the compiled model, and value codecs. */
 export * from "./types.ts";
-export { DEFAULT_SOURCE, loadConfig, MAX_DATAGRAM, parseConfig } from "./load.ts";
+export {
+  DEFAULT_CONFIG_PATH,
+  DEFAULT_SOURCE,
+  loadConfig,
+  MAX_DATAGRAM,
+  parseConfig,
+} from "./load.ts";
 export { findMeasurement, suggestMeasurement } from "./find.ts";
 export {
   convert,
@@ -14,8 +20,3 @@ export {
   toEngineering,
 } from "./decode.ts";
 export { encodeEngineering, encodeRaw, integerBounds } from "./encode.ts";
-
-/** Path of the embedded default vehicle config, `examples/rocket.yaml`. */
-export const DEFAULT_CONFIG_PATH: string = decodeURIComponent(
-  new URL("../examples/rocket.yaml", import.meta.url).pathname,
-);
