@@ -1,8 +1,16 @@
 //! gsw's native primitives, loaded by the TypeScript side with `Deno.dlopen`: shared-memory
 //! triple-buffer channels with eventfd doorbells, epoll waitsets, UNIX sockets with fd passing,
-//! and batch UDP receive. The C ABI lives in `abi`; everything else is safe Rust over `libc`.
+//! batch UDP receive, and the batch forms of decom's and the broker's hot paths. The C ABI
+//! lives in `abi`; everything else is safe Rust over `libc`.
 
+pub mod abi;
 pub mod error;
+pub mod extract;
+pub mod fanout;
+pub mod logq;
 pub mod protocol;
 pub mod segment;
+pub mod sock;
 pub mod sys;
+pub mod udp;
+pub mod waitset;

@@ -1,0 +1,383 @@
+//! Decom's hot path in one native call per receive batch: cut every measurement out of every
+//! identified packet per an extraction table, publish it to each attached reader's channel,
+//! and ring each reader's doorbell at most once for the whole batch.
+//!
+//! Which packet a datagram is (port, id field, length) is decided by the TypeScript side,
+//! which passes one packet-type index per datagram; this module only copies bytes.
+
+use crate::error::{Error, Result};
+use crate::segment::SegmentWriter;
+use crate::udp::META_LEN;
+use std::rc::Rc;
+
+/// Marks "no channel for this measurement on this link" and "skip this datagram".
+pub const NONE: u32 = u32::MAX;
+
+/// One measurement's bytes within one packet type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub packet: u32,
+    pub measurement: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+struct Link {
+    writer: Rc<SegmentWriter>,
+    /// Channel of each measurement on this link, or NONE.
+    channel_of: Vec<u32>,
+}
+
+/// The latest value of a measurement published without a packet (decom's health values).
+struct Value {
+    bytes: Vec<u8>,
+    timestamp_ns: u64,
+}
+
+pub struct Extractor {
+    /// Fields of each packet type, in packet order.
+    by_packet: Vec<Vec<Field>>,
+    /// Bytes a datagram must have for each packet type's fields to be inside it.
+    needs: Vec<usize>,
+    /// Publishes so far of each measurement: its sequence number.
+    seq: Vec<u64>,
+    /// A copy of the last datagram of each packet type and its timestamp, so a reader that
+    /// attaches later starts from the current values instead of waiting for the next packet.
+    last_packet: Vec<Option<(Vec<u8>, u64)>>,
+    last_value: Vec<Option<Value>>,
+    links: Vec<Link>,
+}
+
+impl Extractor {
+    pub fn new(fields: &[Field], packets: usize, measurements: usize) -> Result<Extractor> {
+        let mut by_packet = vec![Vec::new(); packets];
+        let mut needs = vec![0usize; packets];
+        for f in fields {
+            if f.packet as usize >= packets || f.measurement as usize >= measurements {
+                return Err(Error::arg(format!(
+                    "extraction field {f:?} names a packet or measurement past the {packets} packets / {measurements} measurements"
+                )));
+            }
+            let end = f.offset as usize + f.len as usize;
+            needs[f.packet as usize] = needs[f.packet as usize].max(end);
+            by_packet[f.packet as usize].push(*f);
+        }
+        Ok(Extractor {
+            by_packet,
+            needs,
+            seq: vec![0; measurements],
+            last_packet: vec![None; packets],
+            last_value: (0..measurements).map(|_| None).collect(),
+            links: Vec::new(),
+        })
+    }
+
+    pub fn measurements(&self) -> usize {
+        self.seq.len()
+    }
+
+    /// Attaches a reader's segment: `channel_of[m]` is measurement m's channel in it (or
+    /// NONE). Publishes the latest known value of each of its measurements right away.
+    pub fn add_link(&mut self, writer: Rc<SegmentWriter>, channel_of: &[u32]) -> Result<()> {
+        if channel_of.len() != self.seq.len() {
+            return Err(Error::arg(format!(
+                "link map has {} entries; the extractor has {} measurements",
+                channel_of.len(),
+                self.seq.len()
+            )));
+        }
+        let largest = self.largest_field();
+        for (m, &ch) in channel_of.iter().enumerate() {
+            if ch == NONE {
+                continue;
+            }
+            let Some(cap) = writer.capacity(ch as usize) else {
+                return Err(Error::arg(format!(
+                    "measurement {m} maps to channel {ch}, past the segment's {} channels",
+                    writer.channels()
+                )));
+            };
+            if (cap as usize) < largest[m] {
+                return Err(Error::arg(format!(
+                    "channel {ch} holds {cap} bytes but measurement {m} needs {}",
+                    largest[m]
+                )));
+            }
+        }
+        let link = Link {
+            writer,
+            channel_of: channel_of.to_vec(),
+        };
+        self.replay_latest(&link);
+        link.writer.ring_if_owed()?;
+        self.links.push(link);
+        Ok(())
+    }
+
+    fn largest_field(&self) -> Vec<usize> {
+        let mut largest = vec![0usize; self.seq.len()];
+        for f in self.by_packet.iter().flatten() {
+            let m = f.measurement as usize;
+            largest[m] = largest[m].max(f.len as usize);
+        }
+        largest
+    }
+
+    /// Publishes the last value of every measurement `link` carries, oldest packet first so
+    /// a measurement carried by several packet types ends with its newest value.
+    fn replay_latest(&self, link: &Link) {
+        let mut order: Vec<usize> = (0..self.last_packet.len())
+            .filter(|&p| self.last_packet[p].is_some())
+            .collect();
+        order.sort_by_key(|&p| self.last_packet[p].as_ref().map(|(_, ts)| *ts));
+        for p in order {
+            let (data, ts) = self.last_packet[p].as_ref().expect("filtered above");
+            for f in &self.by_packet[p] {
+                let ch = link.channel_of[f.measurement as usize];
+                if ch != NONE {
+                    let bytes = &data[f.offset as usize..(f.offset + f.len) as usize];
+                    // Capacity was checked in add_link.
+                    let _ = link.writer.publish_quiet(
+                        ch as usize,
+                        bytes,
+                        self.seq[f.measurement as usize],
+                        *ts,
+                    );
+                }
+            }
+        }
+        for (m, v) in self.last_value.iter().enumerate() {
+            if let (Some(v), ch) = (v, link.channel_of[m]) {
+                if ch != NONE {
+                    let _ = link.writer.publish_quiet(
+                        ch as usize,
+                        &v.bytes,
+                        self.seq[m],
+                        v.timestamp_ns,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Detaches every link writing to `writer`; returns how many.
+    pub fn remove_link(&mut self, writer: &SegmentWriter) -> usize {
+        let before = self.links.len();
+        self.links
+            .retain(|l| !std::ptr::eq(Rc::as_ptr(&l.writer), writer));
+        before - self.links.len()
+    }
+
+    /// Publishes every field of one datagram of packet type `packet` to every link, without
+    /// ringing. The datagram must be at least as long as the packet type's fields need.
+    #[inline]
+    pub fn publish_packet(
+        &mut self,
+        packet: usize,
+        data: &[u8],
+        timestamp_ns: u64,
+    ) -> Result<usize> {
+        let Some(fields) = self.by_packet.get(packet) else {
+            return Err(Error::arg(format!("packet type {packet} does not exist")));
+        };
+        if data.len() < self.needs[packet] {
+            return Err(Error::arg(format!(
+                "a {}-byte datagram is too short for packet type {packet} ({} bytes)",
+                data.len(),
+                self.needs[packet]
+            )));
+        }
+        for f in fields {
+            let m = f.measurement as usize;
+            self.seq[m] += 1;
+            let bytes = &data[f.offset as usize..(f.offset + f.len) as usize];
+            for link in &self.links {
+                let ch = link.channel_of[m];
+                if ch != NONE {
+                    // Capacity was checked in add_link, so this cannot fail.
+                    let _ =
+                        link.writer
+                            .publish_quiet(ch as usize, bytes, self.seq[m], timestamp_ns);
+                }
+            }
+        }
+        match &mut self.last_packet[packet] {
+            Some((copy, ts)) => {
+                copy.clear();
+                copy.extend_from_slice(data);
+                *ts = timestamp_ns;
+            }
+            slot => *slot = Some((data.to_vec(), timestamp_ns)),
+        }
+        Ok(fields.len())
+    }
+
+    /// Publishes one value of a measurement that no packet carries (decom's health), to
+    /// every link that has it, without ringing.
+    pub fn publish_value(
+        &mut self,
+        measurement: usize,
+        bytes: &[u8],
+        timestamp_ns: u64,
+    ) -> Result<()> {
+        if measurement >= self.seq.len() {
+            return Err(Error::arg(format!(
+                "measurement {measurement} does not exist"
+            )));
+        }
+        self.seq[measurement] += 1;
+        for link in &self.links {
+            let ch = link.channel_of[measurement];
+            if ch != NONE {
+                link.writer.publish_quiet(
+                    ch as usize,
+                    bytes,
+                    self.seq[measurement],
+                    timestamp_ns,
+                )?;
+            }
+        }
+        self.last_value[measurement] = Some(Value {
+            bytes: bytes.to_vec(),
+            timestamp_ns,
+        });
+        Ok(())
+    }
+
+    /// Rings the doorbell of every link that owes one. Returns how many rang.
+    pub fn flush(&self) -> Result<usize> {
+        let mut rang = 0;
+        for link in &self.links {
+            if link.writer.ring_if_owed()? {
+                rang += 1;
+            }
+        }
+        Ok(rang)
+    }
+
+    /// Publishes a whole receive batch: datagram `i` (in `buf` at `i * slot`, metadata in
+    /// `meta` as written by `udp::Batch::recv`) is of packet type `types[i]`, or NONE to skip.
+    /// Rings each link at most once. Returns the values published.
+    pub fn publish_batch(
+        &mut self,
+        buf: &[u8],
+        slot: usize,
+        meta: &[u8],
+        types: &[u32],
+    ) -> Result<usize> {
+        let n = types.len();
+        if slot == 0 || n * slot > buf.len() || n * META_LEN > meta.len() {
+            return Err(Error::arg(
+                "publish_batch: more datagrams than the buffers hold",
+            ));
+        }
+        let mut published = 0;
+        for (i, &t) in types.iter().enumerate() {
+            if t == NONE {
+                continue;
+            }
+            let m = &meta[i * META_LEN..(i + 1) * META_LEN];
+            let len = (u32::from_le_bytes(m[0..4].try_into().unwrap()) as usize).min(slot);
+            let ts = u64::from_le_bytes(m[8..16].try_into().unwrap());
+            published += self.publish_packet(t as usize, &buf[i * slot..i * slot + len], ts)?;
+        }
+        self.flush()?;
+        Ok(published)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::segment::SegmentReader;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    fn reader_for(w: &SegmentWriter) -> SegmentReader {
+        let [d, c, e] = w.fds().unwrap();
+        // SAFETY: dup of valid descriptors gives new ones we own.
+        unsafe {
+            SegmentReader::attach(
+                OwnedFd::from_raw_fd(libc::dup(d)),
+                OwnedFd::from_raw_fd(libc::dup(c)),
+                OwnedFd::from_raw_fd(libc::dup(e)),
+            )
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn batch_publishes_fields_and_rings_once() {
+        // Packet 0: m0 at 0..2, m1 at 2..6. Packet 1: m2 at 1..2.
+        let fields = [
+            Field {
+                packet: 0,
+                measurement: 0,
+                offset: 0,
+                len: 2,
+            },
+            Field {
+                packet: 0,
+                measurement: 1,
+                offset: 2,
+                len: 4,
+            },
+            Field {
+                packet: 1,
+                measurement: 2,
+                offset: 1,
+                len: 1,
+            },
+        ];
+        let mut ex = Extractor::new(&fields, 2, 3).unwrap();
+        let w = Rc::new(SegmentWriter::create(&[2, 4, 1], &[0, 1, 2]).unwrap());
+        let r = reader_for(&w);
+        ex.add_link(w.clone(), &[0, 1, 2]).unwrap();
+        let slot = 16;
+        let mut buf = vec![0u8; 3 * slot];
+        buf[..6].copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+        buf[slot..slot + 6].copy_from_slice(&[9, 9, 9, 9, 9, 9]);
+        buf[2 * slot..2 * slot + 2].copy_from_slice(&[0, 7]);
+        let mut meta = vec![0u8; 3 * META_LEN];
+        for (i, len) in [6u32, 6, 2].iter().enumerate() {
+            meta[i * META_LEN..i * META_LEN + 4].copy_from_slice(&len.to_le_bytes());
+            meta[i * META_LEN + 8..i * META_LEN + 16]
+                .copy_from_slice(&(100 + i as u64).to_le_bytes());
+        }
+        let n = ex.publish_batch(&buf, slot, &meta, &[0, NONE, 1]).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(w.stats().rings, 1);
+        let (h, p) = r.take(1).unwrap().unwrap();
+        assert_eq!((p, h.seq, h.timestamp_ns), (&[3u8, 4, 5, 6][..], 1, 100));
+        assert_eq!(r.take(2).unwrap().unwrap().1, &[7]);
+    }
+
+    #[test]
+    fn late_link_starts_from_latest_values() {
+        let fields = [Field {
+            packet: 0,
+            measurement: 0,
+            offset: 0,
+            len: 1,
+        }];
+        let mut ex = Extractor::new(&fields, 1, 2).unwrap();
+        ex.publish_packet(0, &[42], 5).unwrap();
+        ex.publish_value(1, &[1, 2, 3], 6).unwrap();
+        let w = Rc::new(SegmentWriter::create(&[1, 8], &[0, 1]).unwrap());
+        let r = reader_for(&w);
+        ex.add_link(w, &[0, 1]).unwrap();
+        assert_eq!(r.take(0).unwrap().unwrap().1, &[42]);
+        assert_eq!(r.take(1).unwrap().unwrap().1, &[1, 2, 3]);
+    }
+
+    #[test]
+    fn short_datagram_is_refused_not_read_past() {
+        let fields = [Field {
+            packet: 0,
+            measurement: 0,
+            offset: 4,
+            len: 4,
+        }];
+        let mut ex = Extractor::new(&fields, 1, 1).unwrap();
+        assert!(ex.publish_packet(0, &[0; 7], 0).is_err());
+    }
+}

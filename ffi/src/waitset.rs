@@ -1,0 +1,203 @@
+//! Waitsets: one epoll set over every descriptor a process waits on (doorbells, sockets), so
+//! a process makes one blocking wait at a time however many channels it serves. A waitset can
+//! be woken from another thread (`cancel`), which is how a pending wait on Deno's blocking
+//! pool is ended when its owner shuts down.
+
+use crate::error::{Error, Result};
+use crate::sys;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// Readiness bits reported with each token.
+pub mod events {
+    /// Data to read (or a doorbell rang).
+    pub const READABLE: u32 = 1;
+    /// Room to write.
+    pub const WRITABLE: u32 = 2;
+    /// The peer hung up or the descriptor failed.
+    pub const HANGUP: u32 = 4;
+}
+
+/// Token reported for the internal cancel eventfd; never handed to callers.
+const CANCEL_TOKEN: u64 = u64::MAX;
+
+pub struct Waitset {
+    epoll: OwnedFd,
+    cancel: OwnedFd,
+}
+
+/// One ready descriptor: the caller's token and the readiness bits (`events::*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub token: u32,
+    pub events: u32,
+}
+
+impl Waitset {
+    pub fn new() -> Result<Waitset> {
+        // SAFETY: plain syscall with a constant flag.
+        let epoll = sys::own(
+            unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
+            "epoll_create1 failed",
+        )?;
+        let cancel = sys::eventfd()?;
+        let ws = Waitset { epoll, cancel };
+        ws.ctl(
+            libc::EPOLL_CTL_ADD,
+            ws.cancel.as_fd(),
+            CANCEL_TOKEN,
+            libc::EPOLLIN as u32,
+        )?;
+        Ok(ws)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, data: u64, events: u32) -> Result<()> {
+        let mut ev = libc::epoll_event { events, u64: data };
+        // SAFETY: `ev` is a valid epoll_event; both descriptors are valid for this call.
+        let ret = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) };
+        sys::check(ret, "epoll_ctl failed")?;
+        Ok(())
+    }
+
+    fn interest(interest: u32) -> u32 {
+        let mut ev = libc::EPOLLRDHUP as u32;
+        if interest & events::READABLE != 0 {
+            ev |= libc::EPOLLIN as u32;
+        }
+        if interest & events::WRITABLE != 0 {
+            ev |= libc::EPOLLOUT as u32;
+        }
+        ev
+    }
+
+    /// Watches `fd` for `interest` (`events::READABLE` and/or `WRITABLE`; hang-ups are always
+    /// reported), reporting it as `token`. Level-triggered: a descriptor stays ready until
+    /// drained.
+    pub fn add(&self, fd: BorrowedFd<'_>, token: u32, interest: u32) -> Result<()> {
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            fd,
+            token as u64,
+            Self::interest(interest),
+        )
+    }
+
+    /// Changes what `fd` is watched for.
+    pub fn modify(&self, fd: BorrowedFd<'_>, token: u32, interest: u32) -> Result<()> {
+        self.ctl(
+            libc::EPOLL_CTL_MOD,
+            fd,
+            token as u64,
+            Self::interest(interest),
+        )
+    }
+
+    /// Stops watching `fd`. (Closing a descriptor also removes it.)
+    pub fn remove(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Blocks until something is ready, `timeout_ms` passes (negative: forever), or another
+    /// thread calls [`Waitset::cancel`]. Fills `out` and returns how many are ready; zero on
+    /// timeout, cancel or signal interruption (callers loop).
+    pub fn wait(&self, out: &mut [Ready], timeout_ms: i32) -> Result<usize> {
+        if out.is_empty() {
+            return Err(Error::arg("waitset wait needs room for at least one event"));
+        }
+        const MAX: usize = 256;
+        let cap = out.len().min(MAX);
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; MAX];
+        // SAFETY: `evs` has room for `cap` events; the epoll descriptor is valid.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                evs.as_mut_ptr(),
+                cap as libc::c_int,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                return Ok(0);
+            }
+            return Err(Error::from_io("epoll_wait failed", err));
+        }
+        let mut count = 0;
+        for ev in &evs[..n as usize] {
+            let (data, bits) = (ev.u64, ev.events);
+            if data == CANCEL_TOKEN {
+                sys::eventfd_drain(self.cancel.as_fd());
+                continue;
+            }
+            let mut ready = 0;
+            if bits & libc::EPOLLIN as u32 != 0 {
+                ready |= events::READABLE;
+            }
+            if bits & libc::EPOLLOUT as u32 != 0 {
+                ready |= events::WRITABLE;
+            }
+            if bits & (libc::EPOLLHUP | libc::EPOLLRDHUP | libc::EPOLLERR) as u32 != 0 {
+                ready |= events::HANGUP;
+            }
+            out[count] = Ready {
+                token: data as u32,
+                events: ready,
+            };
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Makes a wait in progress (or the next one) return at once. Safe from any thread.
+    pub fn cancel(&self) -> Result<()> {
+        sys::eventfd_signal(self.cancel.as_fd())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_ready_tokens_and_times_out() {
+        let ws = Waitset::new().unwrap();
+        let a = sys::eventfd().unwrap();
+        let b = sys::eventfd().unwrap();
+        ws.add(a.as_fd(), 7, events::READABLE).unwrap();
+        ws.add(b.as_fd(), 9, events::READABLE).unwrap();
+        let mut out = [Ready {
+            token: 0,
+            events: 0,
+        }; 8];
+        assert_eq!(ws.wait(&mut out, 0).unwrap(), 0);
+        sys::eventfd_signal(b.as_fd()).unwrap();
+        assert_eq!(ws.wait(&mut out, 1000).unwrap(), 1);
+        assert_eq!(
+            out[0],
+            Ready {
+                token: 9,
+                events: events::READABLE
+            }
+        );
+        ws.remove(b.as_fd()).unwrap();
+        assert_eq!(ws.wait(&mut out, 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn cancel_wakes_a_waiter_in_another_thread() {
+        let ws = std::sync::Arc::new(Waitset::new().unwrap());
+        let w2 = ws.clone();
+        let t = std::thread::spawn(move || {
+            let mut out = [Ready {
+                token: 0,
+                events: 0,
+            }; 4];
+            w2.wait(&mut out, 10_000).unwrap()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let start = std::time::Instant::now();
+        ws.cancel().unwrap();
+        assert_eq!(t.join().unwrap(), 0);
+        assert!(start.elapsed().as_secs() < 5);
+    }
+}
