@@ -212,6 +212,14 @@ function compile(r: Reader): Config | undefined {
   const sourceList: SourceDef[] = sources ??
     [{ name: DEFAULT_SOURCE, pos: start, bind: "0.0.0.0" }];
   checkHealthNames(r, defs, sourceList, packets);
+  for (const s of sources ?? []) {
+    if (!packets.some((p) => p.source === s.name)) {
+      r.warning(
+        s.pos,
+        `source "${s.name}" has no packets; remove it or add "source: ${s.name}" to its packets`,
+      );
+    }
+  }
   for (const d of defs.values()) {
     if (d.sizeProblem) {
       if (d.packets.length > 0) {
