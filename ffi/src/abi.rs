@@ -144,6 +144,12 @@ pub unsafe extern "C" fn gsw_last_error(buf: *mut u8, cap: usize) -> i32 {
     msg.len() as i32
 }
 
+/// The code of the last error recorded on this thread (positive; 0 if none).
+#[no_mangle]
+pub extern "C" fn gsw_last_error_code() -> i32 {
+    error::last().code
+}
+
 /// Copies the symbolic name of `code` (e.g. "EAGAIN") into `buf`; returns its length.
 ///
 /// # Safety

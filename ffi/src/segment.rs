@@ -854,6 +854,70 @@ mod tests {
         assert_eq!(e.code, code::NOT_SEALED);
     }
 
+    /// Copies a real writer's two memfds into new sealed memfds after `mutate` edits the
+    /// copies, so attach can be shown a segment that is wrong in exactly one way.
+    fn forge(
+        data_len_change: isize,
+        mutate: impl FnOnce(&mut [u8], &mut [u8]),
+    ) -> Result<SegmentReader> {
+        let w = SegmentWriter::create(&[8, 24], &[1, 2]).unwrap();
+        // SAFETY: both mappings are live for `w`'s lifetime and we only read them here.
+        let (mut data, mut ctrl) = unsafe {
+            (
+                std::slice::from_raw_parts(w.data.as_ptr(), w.data.len()).to_vec(),
+                std::slice::from_raw_parts(w.ctrl.as_ptr(), w.ctrl.len()).to_vec(),
+            )
+        };
+        mutate(&mut data, &mut ctrl);
+        let new_len = (data.len() as isize + data_len_change) as usize;
+        data.resize(new_len, 0);
+        let fd_of = |bytes: &[u8]| {
+            let fd = sys::memfd(c"forged", bytes.len()).unwrap();
+            let m = Mapping::map(fd.as_fd(), bytes.len(), true).unwrap();
+            // SAFETY: the new mapping is `bytes.len()` long and only we use it.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), m.as_ptr(), bytes.len()) };
+            sys::add_seals(fd.as_fd(), libc::F_SEAL_SHRINK | libc::F_SEAL_GROW).unwrap();
+            fd
+        };
+        SegmentReader::attach(fd_of(&data), fd_of(&ctrl), sys::eventfd().unwrap())
+    }
+
+    #[test]
+    fn forge_unmodified_is_accepted() {
+        assert!(forge(0, |_, _| {}).is_ok());
+    }
+
+    #[test]
+    fn attach_refuses_wrong_version() {
+        let e = forge(0, |d, _| d[D_VERSION] = 99).err().unwrap();
+        assert_eq!(e.code, code::BAD_VERSION);
+        assert!(e.message.contains("layout version 99"), "{}", e.message);
+    }
+
+    #[test]
+    fn attach_refuses_wrong_magic() {
+        let e = forge(0, |_, c| c[C_MAGIC] = b'X').err().unwrap();
+        assert_eq!(e.code, code::BAD_MAGIC);
+    }
+
+    #[test]
+    fn attach_refuses_wrong_size() {
+        let e = forge(4096, |_, _| {}).err().unwrap();
+        assert_eq!(e.code, code::BAD_LAYOUT);
+        let e = forge(0, |d, _| d[HEADER_LEN + 8] = 200).err().unwrap();
+        assert_eq!(
+            e.code,
+            code::BAD_LAYOUT,
+            "a channel capacity that disagrees with the size"
+        );
+    }
+
+    #[test]
+    fn attach_refuses_unready() {
+        let e = forge(0, |d, _| d[D_READY] = 0).err().unwrap();
+        assert_eq!(e.code, code::NOT_READY);
+    }
+
     #[test]
     fn reader_cannot_write_or_resize_data() {
         let (w, _r) = pair(&[8]);

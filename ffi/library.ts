@@ -1,0 +1,162 @@
+/**
+ * Finds and loads gsw's native library once per isolate, and turns its error codes into one
+ * typed error class, `GswError`, that carries the OS error name and says what to do.
+ */
+import { ABI_VERSION, type Symbols, symbols } from "./symbols.ts";
+
+/** File name of the native library built by `cargo build --release`. */
+export const LIBRARY_FILE = "libgsw.so";
+
+/** A failure reported by gsw's native library. */
+export class GswError extends Error {
+  override name = "GswError";
+  constructor(
+    /** The errno value (or gsw code above 1000). */
+    readonly code: number,
+    /** Symbolic name: `EAGAIN`, `ECONNREFUSED`, `EBADMAGIC`, … */
+    readonly errno: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What to do about the errors a user can actually fix. */
+const HINTS: Record<string, string> = {
+  EMFILE: "too many open files: raise the limit (`ulimit -n 4096`) or serve fewer subscribers",
+  ENFILE: "the system is out of file descriptors",
+  ENOMEM: "out of memory for shared-memory segments",
+  EACCES: "permission denied: check the run directory's owner and mode",
+  EADDRINUSE: "", // messages from the library already say who holds it
+  ENAMETOOLONG: "",
+};
+
+/** Where the library was looked for, in order, and why each failed (for the error message). */
+interface Attempt {
+  path: string;
+  why: string;
+}
+
+function canReadEnv(name: string): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "env", variable: name }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+function envVar(name: string): string | undefined {
+  return canReadEnv(name) ? Deno.env.get(name) : undefined;
+}
+
+/**
+ * The places the library is looked for, in order:
+ * 1. `$GSW_LIB` (a path to the library file);
+ * 2. the local build next to this module: `<repo>/target/release/libgsw.so`;
+ * 3. `$HOME/.local/lib/libgsw.so` (where `deno task install-lib` puts it);
+ * 4. `/usr/local/lib/libgsw.so`.
+ */
+export function libraryCandidates(): string[] {
+  const out: string[] = [];
+  const env = envVar("GSW_LIB");
+  if (env) out.push(env);
+  const local = new URL(`../target/release/${LIBRARY_FILE}`, import.meta.url);
+  if (local.protocol === "file:") out.push(decodeURIComponent(local.pathname));
+  const home = envVar("HOME");
+  if (home) out.push(`${home}/.local/lib/${LIBRARY_FILE}`);
+  out.push(`/usr/local/lib/${LIBRARY_FILE}`);
+  return out;
+}
+
+let loaded: { path: string; symbols: Symbols } | undefined;
+
+/** Loads the library (once) and returns its symbols. Throws an actionable error if absent. */
+export function native(): Symbols {
+  return (loaded ??= load()).symbols;
+}
+
+/** The path the library was loaded from. */
+export function nativePath(): string {
+  native();
+  return loaded!.path;
+}
+
+function load(): { path: string; symbols: Symbols } {
+  const attempts: Attempt[] = [];
+  for (const path of libraryCandidates()) {
+    let lib: Deno.DynamicLibrary<typeof symbols>;
+    try {
+      lib = Deno.dlopen(path, symbols);
+    } catch (e) {
+      const why = e instanceof Deno.errors.NotCapable
+        ? `not permitted (run with --allow-ffi=${path})`
+        : (e as Error).message.split("\n")[0];
+      attempts.push({ path, why });
+      continue;
+    }
+    const version = lib.symbols.gsw_abi_version();
+    if (version !== ABI_VERSION) {
+      lib.close();
+      attempts.push({
+        path,
+        why: `ABI version ${version}, these bindings need ${ABI_VERSION} (rebuild it)`,
+      });
+      continue;
+    }
+    return { path, symbols: lib.symbols };
+  }
+  const tried = attempts.map((a) => `  ${a.path}: ${a.why}`).join("\n");
+  throw new GswError(
+    2,
+    "ENOENT",
+    `gsw's native library (${LIBRARY_FILE}) could not be loaded. Tried:\n${tried}\n` +
+      "Build it with `deno task build` (needs Rust: https://rustup.rs), or point GSW_LIB at it.",
+  );
+}
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+const messageBuf = new Uint8Array(1024);
+const nameBuf = new Uint8Array(32);
+
+/** The GswError for a negative result of a native call made while doing `op`. */
+export function nativeError(ret: number, op: string): GswError {
+  const sym = native();
+  const code = -ret;
+  const nameLen = sym.gsw_error_name(code, nameBuf, BigInt(nameBuf.length));
+  const errno = textDecoder.decode(nameBuf.subarray(0, Math.min(nameLen, nameBuf.length)));
+  const msgLen = sym.gsw_last_error(messageBuf, BigInt(messageBuf.length));
+  const detail = textDecoder.decode(messageBuf.subarray(0, Math.min(msgLen, messageBuf.length)));
+  const hint = HINTS[errno] ? ` (${HINTS[errno]})` : "";
+  return new GswError(code, errno, `${op}: ${detail || errno}${hint}`);
+}
+
+/** Returns `ret` if it is not negative; throws the matching GswError otherwise. */
+export function check(ret: number, op: string): number {
+  if (ret < 0) throw nativeError(ret, op);
+  return ret;
+}
+
+/** Returns a non-null handle; throws the library's error otherwise. */
+export function checkPtr(ptr: Deno.PointerValue, op: string): Deno.PointerObject {
+  if (ptr === null) throw nativeError(-native().gsw_last_error_code(), op);
+  return ptr;
+}
+
+/** UTF-8 bytes of a string, for path and address parameters. */
+export function utf8(s: string): Uint8Array<ArrayBuffer> {
+  return textEncoder.encode(s);
+}
+
+/** -EAGAIN: "nothing now" from the non-blocking calls. */
+export const EAGAIN = -11;
+
+/** CLOCK_REALTIME in nanoseconds (the clock of receive timestamps). */
+export function realtimeNs(): bigint {
+  return BigInt(native().gsw_realtime_ns());
+}
+
+/** CLOCK_MONOTONIC in nanoseconds (for intervals and rate limits). */
+export function monotonicNs(): bigint {
+  return BigInt(native().gsw_monotonic_ns());
+}

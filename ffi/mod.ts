@@ -1,0 +1,51 @@
+/** gsw's native primitives for TypeScript: channels, waitsets, sockets, batch datagram I/O. */
+export {
+  GswError,
+  LIBRARY_FILE,
+  libraryCandidates,
+  monotonicNs,
+  native,
+  nativePath,
+  realtimeNs,
+} from "./library.ts";
+export { NativeObject, OwnedFd } from "./handle.ts";
+export {
+  type ChannelSpec,
+  RECORD_HEADER_LEN,
+  type Sample,
+  type SegmentFds,
+  SegmentReader,
+  SegmentWriter,
+} from "./segment.ts";
+export { HANGUP, READABLE, type Ready, Waitset, WRITABLE } from "./waitset.ts";
+export {
+  closeFd,
+  DATAGRAM,
+  MAX_FDS,
+  MAX_MESSAGE,
+  type PeerCred,
+  prepareRunDir,
+  SEQPACKET,
+  UnixConnection,
+  UnixListener,
+  unlinkPath,
+} from "./socket.ts";
+export {
+  Batch,
+  type DatagramMeta,
+  datagramMeta,
+  FLAG_TRUNCATED,
+  MAX_DATAGRAM,
+  META_LEN,
+  type UdpOptions,
+  UdpSocket,
+} from "./udp.ts";
+export {
+  type ExtractField,
+  Extractor,
+  Fanout,
+  LogQueue,
+  type LogQueueStats,
+  NONE,
+  type PumpResult,
+} from "./pipeline.ts";
