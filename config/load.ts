@@ -719,9 +719,10 @@ function readPackets(
   }
   const packets: PacketDef[] = [];
   const byName = new Map<string, PacketDef>();
-  items.forEach((item, index) => {
+  items.forEach((item, position) => {
     const pos = r.pos(item, e.pos);
-    const p = readPacket(r, item, index, pos, byId, sources);
+    // Indexed by place among the packets kept, which is what measurements refer to.
+    const p = readPacket(r, item, position, packets.length, pos, byId, sources);
     if (!p) return;
     const first = byName.get(p.name);
     if (first) {
@@ -739,12 +740,13 @@ function readPackets(
 function readPacket(
   r: Reader,
   item: YNode,
+  position: number,
   index: number,
   pos: Pos,
   byId: Map<string, MeasurementDef>,
   sources: SourceDef[] | undefined,
 ): PacketDef | undefined {
-  let what = `packet #${index + 1}`;
+  let what = `packet #${position + 1}`;
   const f = r.map(item, what, pos);
   if (!f) return undefined;
   r.allowOnly(f, PACKET_KEYS, what);

@@ -126,6 +126,7 @@ const CASES: [string, number, number, string, number?][] = [
     `missing "source:"; with several sources each packet must say which one receives it (radio, umbilical)`,
   ],
   ["empty-packet.yaml", 11, 5, `packet "Q" has no measurements`],
+  ["packet-missing-name.yaml", 7, 5, `packet #1: missing required key "name"`, 2],
   ["missing-port.yaml", 6, 5, `packet "P": missing required key "port"`],
   [
     "port-out-of-range.yaml",
@@ -196,6 +197,13 @@ Deno.test("every fixture in bad/ is covered by a case", async () => {
   const covered = new Set([...CASES.map((c) => c[0]), "many-problems.yaml"]);
   assert.deepEqual(files.filter((f) => !covered.has(f)), []);
   assert.ok(CASES.length >= 30);
+});
+
+Deno.test("an invalid packet does not confuse what later packets report", async () => {
+  const diagnostics = await diagnosticsOf("packet-missing-name.yaml");
+  const found = diagnostics.find((d) => d.line === 5 && d.col === 21);
+  assert.ok(found, show(diagnostics));
+  assert.match(found.message, /"F" is a 2-byte float.*it is in packet "Q"/);
 });
 
 Deno.test("a config with several problems reports all of them, in file order", async () => {
