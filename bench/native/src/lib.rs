@@ -1,0 +1,22 @@
+//! Native reference programs and the old-scheme baseline for gsw's benchmarks.
+//!
+//! The binary `gsw-bench-native` runs them (see `README.md` beside this crate); the modules
+//! are public so that later benchmarks (gsw's channel through `gsw-ffi`) can reuse the same
+//! clock, statistics, output format, process handling and baseline in the same run.
+//!
+//! - [`clock`]: `CLOCK_MONOTONIC` nanoseconds, deadlines.
+//! - [`stats`]: percentiles (p50, p99, p99.9, max).
+//! - [`report`]: the one-JSON-object-per-metric output and the human table.
+//! - [`proc`]: pinning, a `fork()` helper whose children never outlive the run, a watchdog.
+//! - [`shm`]: `memfd_create` + `mmap(MAP_SHARED)` regions.
+//! - [`sys`]: process-shared futex and eventfd wrappers.
+//! - [`payload`]: "touch the data": stamped, sequence-numbered, checked payloads.
+
+pub mod cli;
+pub mod clock;
+pub mod payload;
+pub mod proc;
+pub mod report;
+pub mod shm;
+pub mod stats;
+pub mod sys;
