@@ -11,7 +11,9 @@
 //! - [`shm`]: `memfd_create` + `mmap(MAP_SHARED)` regions.
 //! - [`sys`]: process-shared futex and eventfd wrappers.
 //! - [`payload`]: "touch the data": stamped, sequence-numbered, checked payloads.
+//! - [`baseline`]: the old scheme (readers/writer lock + futex on a counter).
 
+pub mod baseline;
 pub mod cli;
 pub mod clock;
 pub mod payload;
