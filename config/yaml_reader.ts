@@ -11,6 +11,7 @@ import {
   LineCounter,
   type Node,
   parseDocument,
+  type YAMLMap,
 } from "yaml";
 import { didYouMean } from "./suggest.ts";
 import type { Diagnostic } from "./types.ts";
@@ -40,6 +41,8 @@ export class Reader {
   readonly root: YNode;
   readonly #lines = new LineCounter();
   readonly #doc: Document;
+  /** Maps being read, so a merge key pointing into its own map is caught, not recursed into. */
+  readonly #reading = new Set<Node>();
 
   constructor(readonly file: string, text: string) {
     // uniqueKeys off: duplicates are reported by `map()` with both positions and a hint.
@@ -92,6 +95,19 @@ export class Reader {
       this.error(at, `${what} must be a map of "key: value" lines, not ${describe(node)}`);
       return undefined;
     }
+    if (this.#reading.has(node)) {
+      this.error(at, `${what} refers to a map that contains it; merge a separate anchored map`);
+      return undefined;
+    }
+    this.#reading.add(node);
+    try {
+      return this.#entries(node, what, at);
+    } finally {
+      this.#reading.delete(node);
+    }
+  }
+
+  #entries(node: YAMLMap, what: string, at: Pos): Entries {
     const entries: Entries = new Map();
     const merged: Entries[] = [];
     for (const pair of node.items) {

@@ -3,7 +3,13 @@
  * says what is wrong, at the exact line and column, and without unrelated follow-on errors.
  */
 import assert from "node:assert/strict";
-import { ConfigError, type Diagnostic, loadConfig } from "../config/mod.ts";
+import {
+  ConfigError,
+  DEFAULT_CONFIG_PATH,
+  type Diagnostic,
+  loadConfig,
+  parseConfig,
+} from "../config/mod.ts";
 
 const BAD = new URL("./fixtures/config/bad/", import.meta.url).pathname;
 
@@ -127,6 +133,12 @@ const CASES: [string, number, number, string, number?][] = [
   ],
   ["empty-packet.yaml", 11, 5, `packet "Q" has no measurements`],
   ["packet-missing-name.yaml", 7, 5, `packet #1: missing required key "name"`, 2],
+  [
+    "merge-cycle.yaml",
+    7,
+    5,
+    `the merge key "<<" in measurement "A" refers to a map that contains it`,
+  ],
   ["missing-port.yaml", 6, 5, `packet "P": missing required key "port"`],
   [
     "port-out-of-range.yaml",
@@ -232,4 +244,28 @@ Deno.test("ConfigError's message is every diagnostic as file:line:col: severity:
   assert.equal(lines.length, err.diagnostics.length);
   assert.match(lines[0], /duplicate-port\.yaml:8:5: error: packet "P": port 45900 is also used/);
   assert.match(lines[1], /duplicate-port\.yaml:11:5: error: packet "Q": port 45900/);
+});
+
+Deno.test("mangled configs give diagnostics, never a crash", async () => {
+  // Line deletions, duplications and replaced values: the loader must report, not throw.
+  const lines = (await Deno.readTextFile(DEFAULT_CONFIG_PATH)).split("\n");
+  const values = ["", "0", "-1", "70000", "x", "[]", "{}", "~", "1.5", "*nope", "'", "9", "Nav"];
+  let state = 7;
+  const random = (n: number) => (state = (state * 1103515245 + 12345) % 2147483648) % n;
+  for (let i = 0; i < 150; i++) {
+    const mangled = [...lines];
+    for (let k = 0; k < 3; k++) {
+      const j = random(mangled.length);
+      const op = random(3);
+      if (op === 0) mangled.splice(j, 1);
+      else if (op === 1) mangled.splice(j, 0, mangled[random(mangled.length)]);
+      else mangled[j] = mangled[j].replace(/:\s*.*$/, `: ${values[random(values.length)]}`);
+    }
+    try {
+      parseConfig(mangled.join("\n"), "mangled.yaml");
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      assert.ok(e.diagnostics.some((d) => d.severity === "error"));
+    }
+  }
 });
