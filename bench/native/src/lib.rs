@@ -12,6 +12,7 @@
 //! - [`sys`]: process-shared futex and eventfd wrappers.
 //! - [`payload`]: "touch the data": stamped, sequence-numbered, checked payloads.
 //! - [`baseline`]: the old scheme (readers/writer lock + futex on a counter).
+//! - [`udp`]: `sendmmsg` sender and `recvmmsg` receiver with exact loss accounting.
 
 pub mod baseline;
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod report;
 pub mod shm;
 pub mod stats;
 pub mod sys;
+pub mod udp;
