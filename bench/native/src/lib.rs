@@ -11,12 +11,17 @@
 //! - [`shm`]: `memfd_create` + `mmap(MAP_SHARED)` regions.
 //! - [`sys`]: process-shared futex and eventfd wrappers.
 //! - [`payload`]: "touch the data": stamped, sequence-numbered, checked payloads.
+//! - [`wake`]: blocked-reader wake latency for any mechanism, interleaved with references.
 //! - [`baseline`]: the old scheme (readers/writer lock + futex on a counter).
 //! - [`udp`]: `sendmmsg` sender and `recvmmsg` receiver with exact loss accounting.
+//! - [`machine`]: where it ran.
+//! - [`cmd`]: the subcommands.
 
 pub mod baseline;
 pub mod cli;
 pub mod clock;
+pub mod cmd;
+pub mod machine;
 pub mod payload;
 pub mod proc;
 pub mod report;
@@ -24,3 +29,4 @@ pub mod shm;
 pub mod stats;
 pub mod sys;
 pub mod udp;
+pub mod wake;
