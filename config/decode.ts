@@ -64,6 +64,12 @@ export function decodeRaw(m: Measurement, bytes: Uint8Array): RawValue {
     for (let i = 0; i < size; i++) if (bytes[i] !== 0) return true;
     return false;
   }
+  if (size <= 4) {
+    const v = unsignedNumber(bytes, size, little);
+    // Shifting the sign bit to bit 31 and back sign-extends in 32-bit integer arithmetic.
+    const shift = 32 - size * 8;
+    return m.type === "int" ? (v << shift) >> shift : v;
+  }
   if (size <= 6) {
     const v = unsignedNumber(bytes, size, little);
     const bits = size * 8;

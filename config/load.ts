@@ -1188,7 +1188,8 @@ function build(
   for (const d of defs.values()) {
     if (d.sizeProblem || d.type === undefined || d.size === undefined) continue; // warned
     indexOf.set(d, measurements.length);
-    measurements.push(withoutUndefined({
+    const rates = d.packets.map((i) => packetDefs[i].rateHz).filter((x) => x !== undefined);
+    measurements.push(measurement({
       index: measurements.length,
       key: d.key,
       name: d.name,
@@ -1200,47 +1201,40 @@ function build(
       conversion: d.conversion,
       unit: d.unit,
       limits: d.limits,
-      expectedRateHz: d.rateHz,
+      expectedRateHz: d.rateHz ?? (rates.length > 0 ? rates.reduce((a, b) => a + b) : undefined),
       description: d.description,
       packets: [...d.packets],
     }));
   }
-  const packets: Packet[] = packetDefs.map((p, index) =>
-    withoutUndefined({
-      index,
-      name: p.name,
-      source: p.source!,
-      port: p.port!,
-      size: packetSize(p),
-      id: p.id,
-      // Stable sort: bit fields sharing a container keep their list order.
-      fields: p.fields
-        .map((f) => ({ measurement: indexOf.get(f.def)!, offset: f.offset, size: f.def.size! }))
-        .sort((a, b) => a.offset - b.offset),
-      expectedRateHz: p.rateHz,
-      description: p.description,
-    })
-  );
-  for (const m of measurements) {
-    if (m.expectedRateHz !== undefined) continue;
-    const rates = m.packets.map((i) => packets[i].expectedRateHz).filter((x) => x !== undefined);
-    if (rates.length > 0) m.expectedRateHz = rates.reduce((a, b) => a + b, 0);
-  }
+  const packets: Packet[] = packetDefs.map((p, index) => ({
+    index,
+    name: p.name,
+    source: p.source!,
+    port: p.port!,
+    size: packetSize(p),
+    id: p.id,
+    // Stable sort: bit fields sharing a container keep their list order.
+    fields: p.fields
+      .map((f) => ({ measurement: indexOf.get(f.def)!, offset: f.offset, size: f.def.size! }))
+      .sort((a, b) => a.offset - b.offset),
+    expectedRateHz: p.rateHz,
+    description: p.description,
+  }));
   const sources: Source[] = sourceDefs.map((s) => {
     const mine = packets.filter((p) => p.source === s.name);
-    return withoutUndefined({
+    return {
       name: s.name,
       bind: s.bind,
       multicast: s.multicast,
       ports: [...new Set(mine.map((p) => p.port))].sort((a, b) => a - b),
       packets: mine.map((p) => p.index),
-    });
+    };
   });
   for (const s of sources) {
     const mine = s.packets.map((i) => packets[i]);
     for (const [hname, what, packet] of healthNames(s.name, mine.map((p) => p.name))) {
       const isCounter = HEALTH_COUNTERS.includes(what);
-      measurements.push(withoutUndefined({
+      measurements.push(measurement({
         index: measurements.length,
         key: hname,
         name: hname,
@@ -1256,14 +1250,30 @@ function build(
       }));
     }
   }
+  return { name, description, file, hash: "", measurements, packets, sources, warnings: [] };
+}
+
+/**
+ * Every measurement object gets every key, in one order: decoders read these fields for each
+ * value, and V8 keeps property reads fast only for objects of a few shapes.
+ */
+function measurement(m: Measurement): Measurement {
   return {
-    ...withoutUndefined({ name, description }),
-    file,
-    hash: "",
-    measurements,
-    packets,
-    sources,
-    warnings: [],
+    index: m.index,
+    key: m.key,
+    name: m.name,
+    type: m.type,
+    size: m.size,
+    endianness: m.endianness,
+    bits: m.bits,
+    enum: m.enum,
+    conversion: m.conversion,
+    unit: m.unit,
+    limits: m.limits,
+    expectedRateHz: m.expectedRateHz,
+    description: m.description,
+    health: m.health,
+    packets: m.packets,
   };
 }
 
@@ -1275,11 +1285,3 @@ const HEALTH_DESCRIPTIONS: Record<HealthKind, string> = {
   packet_rate: "datagrams per second over the last interval",
   age: "seconds since this packet was last received",
 };
-
-/** Drops keys whose value is undefined, so models print and compare cleanly. */
-function withoutUndefined<T extends object>(o: T): T {
-  for (const k of Object.keys(o) as (keyof T)[]) {
-    if (o[k] === undefined) delete o[k];
-  }
-  return o;
-}

@@ -13,6 +13,9 @@ export interface Diagnostic {
   message: string;
 }
 
+// Optional fields of the model objects are present with the value undefined when absent, so
+// that all objects of a kind share one shape (fast property reads in decode loops).
+
 /** The raw value types a measurement can have. `uint` is `int` with `unsigned: true`. */
 export type MeasurementType = "int" | "uint" | "float" | "bool" | "string" | "bytes";
 

@@ -180,7 +180,7 @@ telemetry_packets:
   assert.equal(measurement(c, "radio.packet_rate").unit, "Hz");
   assert.deepEqual(c.sources, [
     { name: "radio", bind: "0.0.0.0", multicast: "239.1.2.3", ports: [45900], packets: [0] },
-    { name: "umbilical", bind: "::", ports: [45901], packets: [1] },
+    { name: "umbilical", bind: "::", multicast: undefined, ports: [45901], packets: [1] },
   ]);
 });
 
