@@ -154,19 +154,14 @@ fn stress_no_torn_reads_across_processes() {
         let mut last = [0u64; 2];
         let (mut reads, mut torn) = (0u64, 0u64);
         while last[0] < total || last[1] < total {
-            for ch in 0..2 {
+            for (ch, last) in last.iter_mut().enumerate() {
                 if let Some((h, p)) = r.take(ch).unwrap() {
                     reads += 1;
-                    assert!(
-                        h.seq > last[ch],
-                        "channel {ch}: seq {} after {}",
-                        h.seq,
-                        last[ch]
-                    );
+                    assert!(h.seq > *last, "channel {ch}: seq {} after {last}", h.seq);
                     if !check_payload(p, h.seq) {
                         torn += 1;
                     }
-                    last[ch] = h.seq;
+                    *last = h.seq;
                 }
             }
         }
