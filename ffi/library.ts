@@ -160,3 +160,8 @@ export function realtimeNs(): bigint {
 export function monotonicNs(): bigint {
   return BigInt(native().gsw_monotonic_ns());
 }
+
+/** The effective user id of this process. */
+export function uid(): number {
+  return native().gsw_uid();
+}

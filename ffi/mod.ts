@@ -7,6 +7,7 @@ export {
   native,
   nativePath,
   realtimeNs,
+  uid,
 } from "./library.ts";
 export { NativeObject, OwnedFd } from "./handle.ts";
 export {

@@ -17,6 +17,8 @@ export const symbols = {
   gsw_realtime_ns: { parameters: [], result: "u64" },
   // uint64_t gsw_monotonic_ns(void)
   gsw_monotonic_ns: { parameters: [], result: "u64" },
+  // uint32_t gsw_uid(void)
+  gsw_uid: { parameters: [], result: "u32" },
   // int32_t gsw_close(int fd)
   gsw_close: { parameters: ["i32"], result: "i32" },
 

@@ -177,6 +177,13 @@ pub extern "C" fn gsw_monotonic_ns() -> u64 {
     sys::monotonic_ns()
 }
 
+/// The effective user id of this process (for the default run directory, and to check peers).
+#[no_mangle]
+pub extern "C" fn gsw_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 #[no_mangle]
 pub extern "C" fn gsw_close(fd: RawFd) -> i32 {
     // SAFETY: closing a descriptor the caller owns and no longer uses.

@@ -1,0 +1,212 @@
+/**
+ * The control-plane messages between gsw processes: small, versioned JSON messages over UNIX
+ * SEQPACKET sockets, with a segment's three descriptors attached to the replies that hand
+ * over channels. Every request gets exactly one reply; errors are explicit, with a code a
+ * program can act on and a message a person can.
+ *
+ * - broker → decom (`decom.<source>.sock`): `attach` → the source's channels.
+ * - subscriber → broker (`broker.sock` or `broker.m.<KEY>.sock`): `subscribe` → channels of
+ *   the requested measurements; `list` → what the broker serves.
+ */
+import type { Measurement } from "../config/mod.ts";
+
+/** Version of these messages; a peer with another version gets a `version` error. */
+export const PROTOCOL_VERSION = 1;
+
+/** Largest control message, either way. */
+export const MAX_CONTROL_MESSAGE = 64 * 1024;
+
+/** broker → decom: give me a segment with channels for these measurements (keys). */
+export interface AttachRequest {
+  v: number;
+  op: "attach";
+  /** sha256 of the config the broker loaded; decom refuses a different one. */
+  configHash: string;
+  /** Measurement keys wanted; omitted for every measurement of the source. */
+  measurements?: string[];
+  /** Who asks, for logs. */
+  client: string;
+}
+
+/** subscriber → broker: give me a segment with channels for these measurements. */
+export interface SubscribeRequest {
+  v: number;
+  op: "subscribe";
+  /** Measurement keys or names. */
+  measurements: string[];
+  /** At most this many updates per second per measurement (0 or omitted: every update). */
+  maxRateHz?: number;
+  client: string;
+}
+
+/** Anyone → broker: which measurements do you serve, and which are live? */
+export interface ListRequest {
+  v: number;
+  op: "list";
+  client: string;
+}
+
+export type Request = AttachRequest | SubscribeRequest | ListRequest;
+
+/** One channel of a handed-over segment: which measurement it carries. */
+export interface ChannelInfo {
+  /** Channel index in the segment. */
+  channel: number;
+  /** The measurement, fully described, so the receiver can decode without the config. */
+  measurement: Measurement;
+}
+
+/** Reply carrying a segment (its descriptors are attached to the message). */
+export interface ChannelsReply {
+  v: number;
+  ok: true;
+  /** The config the channels' values follow. */
+  configName: string;
+  configHash: string;
+  channels: ChannelInfo[];
+}
+
+export interface ListReply {
+  v: number;
+  ok: true;
+  configName: string;
+  configHash: string;
+  measurements: { key: string; name: string; live: boolean }[];
+}
+
+/** Error codes a program can act on. */
+export type ErrorCode =
+  | "version" // the peer speaks another protocol version
+  | "bad-request" // malformed message
+  | "unknown-measurement" // with `suggestion` when one is close
+  | "config-mismatch" // the peers loaded different configs
+  | "not-allowed" // another user
+  | "too-many" // a limit (subscribers, channels) is reached
+  | "internal";
+
+export interface ErrorReply {
+  v: number;
+  ok: false;
+  error: ErrorCode;
+  message: string;
+  /** For unknown-measurement: the closest known name. */
+  suggestion?: string;
+}
+
+export type Reply = ChannelsReply | ListReply | ErrorReply;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+export function encode(message: Request | Reply): Uint8Array {
+  const bytes = encoder.encode(JSON.stringify(message));
+  if (bytes.byteLength > MAX_CONTROL_MESSAGE) {
+    throw new RangeError(`control message of ${bytes.byteLength} bytes exceeds the limit`);
+  }
+  return bytes;
+}
+
+/** A message that could not be understood; `reply` is what to send back. */
+export class ProtocolError extends Error {
+  override name = "ProtocolError";
+  constructor(readonly reply: ErrorReply) {
+    super(reply.message);
+  }
+}
+
+export function errorReply(error: ErrorCode, message: string, suggestion?: string): ErrorReply {
+  return suggestion === undefined
+    ? { v: PROTOCOL_VERSION, ok: false, error, message }
+    : { v: PROTOCOL_VERSION, ok: false, error, message, suggestion };
+}
+
+function parseObject(bytes: Uint8Array): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(bytes));
+  } catch {
+    throw new ProtocolError(errorReply("bad-request", "the message is not UTF-8 JSON"));
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ProtocolError(errorReply("bad-request", "the message is not a JSON object"));
+  }
+  const v = (value as Record<string, unknown>).v;
+  if (v !== PROTOCOL_VERSION) {
+    throw new ProtocolError(
+      errorReply(
+        "version",
+        `protocol version ${
+          JSON.stringify(v)
+        } is not supported; this gsw speaks version ${PROTOCOL_VERSION}: run the same gsw version everywhere`,
+      ),
+    );
+  }
+  return value as Record<string, unknown>;
+}
+
+function isStringArray(x: unknown, max: number): x is string[] {
+  return Array.isArray(x) && x.length <= max &&
+    x.every((s) => typeof s === "string" && s.length <= 256);
+}
+
+/** Parses and validates a request; throws ProtocolError with the reply to send otherwise. */
+export function parseRequest(bytes: Uint8Array): Request {
+  const m = parseObject(bytes);
+  const client = typeof m.client === "string" ? m.client.slice(0, 100) : "unknown";
+  const bad = (why: string) => new ProtocolError(errorReply("bad-request", why));
+  switch (m.op) {
+    case "attach": {
+      if (typeof m.configHash !== "string") throw bad("attach needs configHash (a string)");
+      if (m.measurements !== undefined && !isStringArray(m.measurements, 65536)) {
+        throw bad("attach: measurements must be a list of names");
+      }
+      return {
+        v: PROTOCOL_VERSION,
+        op: "attach",
+        configHash: m.configHash,
+        measurements: m.measurements as string[] | undefined,
+        client,
+      };
+    }
+    case "subscribe": {
+      if (!isStringArray(m.measurements, 4096) || m.measurements.length === 0) {
+        throw bad("subscribe needs measurements: a non-empty list of names");
+      }
+      const rate = m.maxRateHz;
+      if (rate !== undefined && (typeof rate !== "number" || !(rate >= 0) || !isFinite(rate))) {
+        throw bad("subscribe: maxRateHz must be a number >= 0");
+      }
+      return {
+        v: PROTOCOL_VERSION,
+        op: "subscribe",
+        measurements: m.measurements,
+        maxRateHz: rate as number | undefined,
+        client,
+      };
+    }
+    case "list":
+      return { v: PROTOCOL_VERSION, op: "list", client };
+    default:
+      throw bad(`unknown op ${JSON.stringify(m.op)} (expected attach, subscribe or list)`);
+  }
+}
+
+/** Parses a reply; throws ProtocolError if it is not one this version understands. */
+export function parseReply(bytes: Uint8Array): Reply {
+  const m = parseObject(bytes);
+  if (m.ok === false) {
+    if (typeof m.error !== "string" || typeof m.message !== "string") {
+      throw new ProtocolError(errorReply("bad-request", "malformed error reply"));
+    }
+    return m as unknown as ErrorReply;
+  }
+  if (m.ok !== true || typeof m.configHash !== "string") {
+    throw new ProtocolError(errorReply("bad-request", "malformed reply"));
+  }
+  if (!Array.isArray(m.channels) && !Array.isArray(m.measurements)) {
+    throw new ProtocolError(
+      errorReply("bad-request", "reply has neither channels nor measurements"),
+    );
+  }
+  return m as unknown as Reply;
+}
