@@ -17,6 +17,8 @@ pub struct Machine {
     pub kernel: String,
     /// Current clocksource (`tsc` makes `clock_gettime` a vDSO call).
     pub clocksource: String,
+    /// cpuidle driver (`none` = an idle vCPU halts, and waking it costs a hypervisor exit).
+    pub cpuidle: String,
     /// `rustc --version` at run time, else the compiler that built this binary.
     pub rustc: String,
     /// Whether `rustc` came from run time (`"runtime"`) or build time (`"build"`).
@@ -37,6 +39,10 @@ fn first_line_of(cmd: &str, arg: &str) -> Option<String> {
         .lines()
         .next()
         .map(|l| l.trim().to_string())
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path).map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
 }
 
 fn kernel_release() -> String {
@@ -91,10 +97,10 @@ impl Machine {
             cores,
             allowed_cpus: crate::proc::allowed_cpus().map_or(0, |c| c.len()),
             kernel: kernel_release(),
-            clocksource: std::fs::read_to_string(
+            clocksource: read_trimmed(
                 "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-            )
-            .map_or_else(|_| "unknown".into(), |s| s.trim().to_string()),
+            ),
+            cpuidle: read_trimmed("/sys/devices/system/cpu/cpuidle/current_driver"),
             rustc,
             rustc_source,
             deno: first_line_of("deno", "--version"),
@@ -105,12 +111,13 @@ impl Machine {
     /// One JSON object (no trailing newline).
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"bench\":\"machine\",\"cpu_model\":{},\"cores\":{},\"allowed_cpus\":{},\"kernel\":{},\"clocksource\":{},\"rustc\":{},\"rustc_source\":{},\"deno\":{},\"pinning\":{}}}",
+            "{{\"bench\":\"machine\",\"cpu_model\":{},\"cores\":{},\"allowed_cpus\":{},\"kernel\":{},\"clocksource\":{},\"cpuidle\":{},\"rustc\":{},\"rustc_source\":{},\"deno\":{},\"pinning\":{}}}",
             json_string(&self.cpu_model),
             self.cores,
             self.allowed_cpus,
             json_string(&self.kernel),
             json_string(&self.clocksource),
+            json_string(&self.cpuidle),
             json_string(&self.rustc),
             json_string(self.rustc_source),
             self.deno.as_deref().map_or("null".into(), json_string),

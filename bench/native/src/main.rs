@@ -115,12 +115,13 @@ fn print_machine() {
     println!("{}", m.to_json());
     let _ = std::io::stdout().flush();
     eprintln!(
-        "── machine ──\n  {} · {} cores ({} allowed) · Linux {} · clocksource {} · {} · {} · pinning {}",
+        "── machine ──\n  {} · {} cores ({} allowed) · Linux {} · clocksource {} · cpuidle {} · {} · {} · pinning {}",
         m.cpu_model,
         m.cores,
         m.allowed_cpus,
         m.kernel,
         m.clocksource,
+        m.cpuidle,
         m.rustc,
         m.deno.as_deref().unwrap_or("no deno"),
         if m.pinning { "works" } else { "unavailable" }

@@ -35,7 +35,7 @@ gsw-bench-native baseline [--samples N] [--warmup N] [--rounds N] [--gap-us US] 
   --rounds N       interleaved rounds of baseline/eventfd samples (default 10)
   --gap-us US      pause after the reader is waiting, before the write, so it is asleep (default 20)
   --size BYTES     packet bytes, >= 16 (default 64)
-  --duration SECS  total throughput time, split between reader-attached and writer-alone phases (default 4)
+  --duration SECS  total throughput time, split between reader-attached and writer-alone phases (default 3)
   --always-wake    FUTEX_WAKE after every write, not only when a reader waits
   --spin N         spins on a contended lock before sleeping (default 100, as Rust's std;
                    0 = sleep at once, as glibc's pthread_rwlock)";
@@ -79,7 +79,7 @@ impl Options {
             rounds: a.get("--rounds", 10)?,
             gap: Duration::from_micros(a.get("--gap-us", 20)?),
             size: a.get("--size", 64)?,
-            duration: a.secs("--duration", 4.0)?,
+            duration: a.secs("--duration", 3.0)?,
             policy: if a.flag("--always-wake") {
                 WakePolicy::Always
             } else {
@@ -278,6 +278,18 @@ fn flat_out(
     }
 }
 
+/// Mean cost of a process-shared `FUTEX_WAKE` on shared memory when nobody waits (what
+/// [`WakePolicy::Always`] adds to every write).
+pub fn futex_wake_idle_ns(n: u32) -> io::Result<f64> {
+    let shm = SharedMem::create("gsw-bench-futex-idle", 64)?;
+    let word = shm.atomic_u32(0);
+    let start = now_ns();
+    for _ in 0..n {
+        futex_wake(word, i32::MAX)?;
+    }
+    Ok((now_ns() - start) as f64 / f64::from(n.max(1)))
+}
+
 /// Runs both parts.
 pub fn run(o: &Options) -> io::Result<Report> {
     let tp = throughput(o).map_err(|e| fail("baseline throughput", e))?;
@@ -316,6 +328,7 @@ pub fn run(o: &Options) -> io::Result<Report> {
     r.push("baseline_reader_reads_per_s", tp.reads_per_s, "reads/s");
     r.push("baseline_reader_fresh_per_s", tp.fresh_per_s, "packets/s");
     r.push("baseline_reader_waits_per_s", tp.sleeps_per_s, "waits/s");
+    r.push("futex_wake_idle_ns", futex_wake_idle_ns(100_000)?, "ns");
     r.push(
         "pinned",
         f64::from(u8::from(tp.pinned && run.pinned)),

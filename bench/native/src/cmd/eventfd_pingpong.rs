@@ -193,6 +193,22 @@ pub fn run(o: &Options) -> io::Result<Report> {
         "bool",
     );
     r.push("payload_bytes", o.size as f64, "bytes");
+    r.push(
+        "eventfd_write_idle_ns",
+        eventfd_write_idle_ns(100_000)?,
+        "ns",
+    );
     r.push("clock_gettime_ns", clock_cost_ns(100_000), "ns");
     Ok(r)
+}
+
+/// Mean cost of an eventfd `write` when nobody is waiting (what ringing a doorbell costs a
+/// writer whose reader is awake).
+pub fn eventfd_write_idle_ns(n: u32) -> io::Result<f64> {
+    let efd = EventFd::new()?;
+    let start = now_ns();
+    for _ in 0..n {
+        efd.write(1)?;
+    }
+    Ok((now_ns() - start) as f64 / f64::from(n.max(1)))
 }
