@@ -1,0 +1,87 @@
+/**
+ * Which packet type a datagram is: by the port it arrived on, the id field when several
+ * packet types share a port, and its exact length. Shared by decom (live), export and tests
+ * (logged), so a log decodes exactly as the live stream did.
+ */
+import type { Config, Packet, PacketId } from "../config/mod.ts";
+
+/** Why a datagram matched no packet type (negative, so a verdict fits one number). */
+export const UNKNOWN_PORT = -1;
+export const UNKNOWN_ID = -2;
+export const WRONG_LENGTH = -3;
+export const OVERSIZE = -4;
+
+export type Rejection =
+  | typeof UNKNOWN_PORT
+  | typeof UNKNOWN_ID
+  | typeof WRONG_LENGTH
+  | typeof OVERSIZE;
+
+/** Human words for a rejection, for logs and counters. */
+export const REJECTION_NAMES: Record<Rejection, string> = {
+  [UNKNOWN_PORT]: "unknown port",
+  [UNKNOWN_ID]: "unknown packet id",
+  [WRONG_LENGTH]: "wrong length",
+  [OVERSIZE]: "oversize (truncated by the receive buffer)",
+};
+
+interface PortRule {
+  /** Packets on this port without an id field (at most one, by config validation). */
+  plain: Packet | undefined;
+  /** Packets on this port told apart by an id field. */
+  withId: Packet[];
+}
+
+function readId(id: PacketId, data: Uint8Array, offset: number): number {
+  let v = 0;
+  if (id.endianness === "big") {
+    for (let i = 0; i < id.size; i++) v = v * 256 + data[offset + id.offset + i];
+  } else {
+    for (let i = id.size - 1; i >= 0; i--) v = v * 256 + data[offset + id.offset + i];
+  }
+  return v;
+}
+
+/**
+ * Identifies datagrams for the packets of `sourceName` (or of every source when omitted).
+ * `identify(port, data, offset, length, truncated)` returns the packet index, or a negative
+ * Rejection. `data[offset .. offset + length]` is the datagram.
+ */
+export class Identifier {
+  readonly #ports = new Map<number, PortRule>();
+
+  constructor(config: Config, sourceName?: string) {
+    for (const p of config.packets) {
+      if (sourceName !== undefined && p.source !== sourceName) continue;
+      let rule = this.#ports.get(p.port);
+      if (!rule) this.#ports.set(p.port, rule = { plain: undefined, withId: [] });
+      if (p.id) rule.withId.push(p);
+      else rule.plain = p;
+    }
+  }
+
+  /** Ports with at least one packet type. */
+  get ports(): number[] {
+    return [...this.#ports.keys()].sort((a, b) => a - b);
+  }
+
+  identify(
+    port: number,
+    data: Uint8Array,
+    offset: number,
+    length: number,
+    truncated: boolean,
+  ): number {
+    if (truncated) return OVERSIZE;
+    const rule = this.#ports.get(port);
+    if (!rule) return UNKNOWN_PORT;
+    for (const p of rule.withId) {
+      const id = p.id!;
+      if (length >= id.offset + id.size && readId(id, data, offset) === id.value) {
+        return length === p.size ? p.index : WRONG_LENGTH;
+      }
+    }
+    if (rule.plain) return length === rule.plain.size ? rule.plain.index : WRONG_LENGTH;
+    return UNKNOWN_ID;
+  }
+}
