@@ -165,3 +165,22 @@ export function monotonicNs(): bigint {
 export function uid(): number {
   return native().gsw_uid();
 }
+
+/**
+ * Makes SIGINT, SIGTERM and SIGHUP readable on the returned descriptor (for a waitset)
+ * instead of killing the process, for processes that block in `Waitset.waitSync` and so
+ * never run Deno's own signal listeners. Call `takeSignals()` when it is readable.
+ */
+export function watchSignals(): number {
+  return check(native().gsw_signals_watch(), "watching signals");
+}
+
+/** Names of the termination signals received since the last call (e.g. ["SIGINT"]). */
+export function takeSignals(): string[] {
+  const bits = BigInt(native().gsw_signals_take());
+  const names: string[] = [];
+  for (const [n, name] of [[1, "SIGHUP"], [2, "SIGINT"], [15, "SIGTERM"]] as const) {
+    if (bits & (1n << BigInt(n))) names.push(name);
+  }
+  return names;
+}

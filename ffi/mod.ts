@@ -7,7 +7,9 @@ export {
   native,
   nativePath,
   realtimeNs,
+  takeSignals,
   uid,
+  watchSignals,
 } from "./library.ts";
 export { NativeObject, OwnedFd } from "./handle.ts";
 export {

@@ -22,6 +22,11 @@ export const symbols = {
   // int32_t gsw_close(int fd)
   gsw_close: { parameters: ["i32"], result: "i32" },
 
+  // int32_t gsw_signals_watch(void)
+  gsw_signals_watch: { parameters: [], result: "i32" },
+  // uint64_t gsw_signals_take(void)
+  gsw_signals_take: { parameters: [], result: "u64" },
+
   // SegmentWriter *gsw_writer_create(const uint32_t *caps, const uint32_t *ids, uint32_t n)
   gsw_writer_create: { parameters: ["buffer", "buffer", "u32"], result: "pointer" },
   // void gsw_writer_free(SegmentWriter *w)

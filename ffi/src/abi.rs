@@ -195,6 +195,20 @@ pub extern "C" fn gsw_close(fd: RawFd) -> i32 {
     }
 }
 
+/// Makes SIGINT, SIGTERM and SIGHUP set a flag and signal the returned eventfd instead of
+/// killing the process (for a synchronous event loop). Returns the descriptor to watch.
+#[no_mangle]
+pub extern "C" fn gsw_signals_watch() -> i32 {
+    boundary(|| Ok(crate::signals::watch(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])? as i64))
+        as i32
+}
+
+/// The termination signals received since the last call, as a bit mask (bit n: signal n).
+#[no_mangle]
+pub extern "C" fn gsw_signals_take() -> u64 {
+    crate::signals::take()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Segment writers
 

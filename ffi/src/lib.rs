@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod logq;
 pub mod protocol;
 pub mod segment;
+pub mod signals;
 pub mod sock;
 pub mod sys;
 pub mod udp;
