@@ -13,8 +13,12 @@ import type { Measurement } from "../config/mod.ts";
 /** Version of these messages; a peer with another version gets a `version` error. */
 export const PROTOCOL_VERSION = 1;
 
-/** Largest control message, either way. */
-export const MAX_CONTROL_MESSAGE = 64 * 1024;
+/**
+ * Largest control message, either way. A SEQPACKET message must fit the sender's socket
+ * buffer (212992 bytes by default on Linux), so this stays below it; a subscription reply
+ * describes each measurement in ~150 bytes, so about a thousand fit in one subscription.
+ */
+export const MAX_CONTROL_MESSAGE = 200 * 1024;
 
 /** broker → decom: give me a segment with channels for these measurements (keys). */
 export interface AttachRequest {
@@ -52,8 +56,13 @@ export type Request = AttachRequest | SubscribeRequest | ListRequest;
 export interface ChannelInfo {
   /** Channel index in the segment. */
   channel: number;
-  /** The measurement, fully described, so the receiver can decode without the config. */
-  measurement: Measurement;
+  /** The measurement's key in the config. */
+  key: string;
+  /**
+   * The measurement, fully described (without its description text), so a subscriber can
+   * decode without the config. Omitted in decom's replies: the broker has the config.
+   */
+  measurement?: Measurement;
 }
 
 /** Reply carrying a segment (its descriptors are attached to the message). */

@@ -25,7 +25,6 @@ export {
   closeFd,
   DATAGRAM,
   MAX_FDS,
-  MAX_MESSAGE,
   type PeerCred,
   prepareRunDir,
   SEQPACKET,

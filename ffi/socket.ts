@@ -9,8 +9,6 @@ import { check, EAGAIN, native, utf8 } from "./library.ts";
 export const SEQPACKET = 0;
 export const DATAGRAM = 1;
 
-/** Largest control message accepted. */
-export const MAX_MESSAGE = 64 * 1024;
 /** Most descriptors one message may carry (as in `ffi/src/sock.rs`). */
 export const MAX_FDS = 16;
 

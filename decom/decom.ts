@@ -1,0 +1,467 @@
+/**
+ * The decommutation process for one data source: batch-receives its UDP datagrams, hands
+ * every one to the logger without blocking, identifies each, publishes every measurement of
+ * the identified ones in one native call per batch, publishes its own link health, and
+ * serves its channels to brokers. One synchronous waitset wait drives everything, so a
+ * datagram wakes decom at native speed and nothing here ever waits for a reader.
+ */
+import type { Config, Measurement, Source } from "../config/mod.ts";
+import { decomSocket, loggerSocket } from "../control/rundir.ts";
+import { errorReply, PROTOCOL_VERSION, type Request } from "../control/protocol.ts";
+import { type Answer, type Client, ControlServer } from "../control/server.ts";
+import {
+  Batch,
+  type ExtractField,
+  Extractor,
+  GswError,
+  HANGUP,
+  LogQueue,
+  META_LEN,
+  NONE,
+  READABLE,
+  realtimeNs,
+  SegmentWriter,
+  takeSignals,
+  UdpSocket,
+  Waitset,
+  watchSignals,
+  WRITABLE,
+} from "../ffi/mod.ts";
+import { OVERSIZE, type Rejection, REJECTION_NAMES } from "./identify.ts";
+import { Identifier } from "./identify.ts";
+
+/** A slot this large holds any UDP datagram over IPv4, so nothing is ever cut. */
+const SLOT = 65536;
+/** Bytes decom buffers for the logger itself when the logger is slow or absent. */
+const LOG_BUFFER = 64 << 20;
+/** Receive batches taken from one socket per wake-up, so several ports share fairly. */
+const ROUNDS_PER_WAKE = 16;
+
+const TOKEN_SIGNALS = 1;
+const TOKEN_LOGGER = 2;
+const TOKEN_UDP = 100;
+const TOKEN_SERVER = 1 << 20;
+
+export interface DecomOptions {
+  config: Config;
+  source: Source;
+  runDir: string;
+  /** Datagrams per receive call (1..1024). */
+  batch: number;
+  /** Seconds between health publications. */
+  healthInterval: number;
+  log: (line: string) => void;
+}
+
+/** Counters decom publishes as its link-health measurements. */
+export interface DecomStats {
+  packets: number;
+  bytes: number;
+  errors: number;
+  drops: number;
+  rejected: Record<string, number>;
+  published: number;
+}
+
+interface Port {
+  socket: UdpSocket;
+  port: number;
+}
+
+interface Link {
+  writer: SegmentWriter;
+}
+
+export class Decom {
+  readonly #opts: DecomOptions;
+  readonly #ws = new Waitset();
+  readonly #ports: Port[] = [];
+  readonly #batch: Batch;
+  readonly #buf: Uint8Array;
+  readonly #meta: Uint8Array;
+  readonly #metaView: DataView;
+  readonly #types: Uint32Array;
+  readonly #identifier: Identifier;
+  readonly #extractor: Extractor;
+  readonly #logq: LogQueue;
+  readonly #server: ControlServer;
+  readonly #links = new Map<number, Link>();
+  /** Measurements this source publishes: packet fields, then its health measurements. */
+  readonly #served: Measurement[];
+  readonly #health: Measurement[];
+  readonly #lastSeen: Float64Array;
+  readonly #stats: DecomStats = {
+    packets: 0,
+    bytes: 0,
+    errors: 0,
+    drops: 0,
+    rejected: {},
+    published: 0,
+  };
+  #loggerWatched = false;
+  #loggerWritable = false;
+  #loggerAbsentSaid = false;
+  #lastHealthPackets = 0;
+  #lastHealthNs = 0n;
+  #rejectLines = 0;
+  #rejectLinesWindow = 0;
+  #closed = false;
+
+  constructor(opts: DecomOptions) {
+    this.#opts = opts;
+    const { config, source } = opts;
+    this.#identifier = new Identifier(config, source.name);
+    const packets = source.packets.map((i) => config.packets[i]);
+    const fields: ExtractField[] = packets.flatMap((p) =>
+      p.fields.map((f) => ({
+        packet: p.index,
+        measurement: f.measurement,
+        offset: f.offset,
+        length: f.size,
+      }))
+    );
+    const carried = new Set(fields.map((f) => f.measurement));
+    this.#health = config.measurements.filter((m) => m.health?.source === source.name);
+    this.#served = [
+      ...config.measurements.filter((m) => carried.has(m.index)),
+      ...this.#health,
+    ];
+    this.#lastSeen = new Float64Array(config.packets.length);
+    this.#extractor = new Extractor(fields, config.packets.length, config.measurements.length);
+    this.#batch = new Batch(opts.batch);
+    this.#buf = new Uint8Array(SLOT * opts.batch);
+    this.#meta = new Uint8Array(META_LEN * opts.batch);
+    this.#metaView = new DataView(this.#meta.buffer);
+    this.#types = new Uint32Array(opts.batch);
+    const sourceIndex = config.sources.findIndex((s) => s.name === source.name);
+    this.#logq = new LogQueue(sourceIndex, LOG_BUFFER);
+
+    try {
+      this.#ws.add(watchSignals(), TOKEN_SIGNALS, READABLE);
+      for (const port of source.ports) {
+        const socket = new UdpSocket({ bind: source.bind, port, multicast: source.multicast });
+        this.#ports.push({ socket, port });
+        this.#ws.add(socket.fd, TOKEN_UDP + this.#ports.length - 1, READABLE);
+      }
+      this.#server = new ControlServer(
+        decomSocket(opts.runDir, source.name),
+        this.#ws,
+        TOKEN_SERVER,
+        {
+          onRequest: (client, req) => this.#onRequest(client, req),
+          onClose: (client) => this.#onClose(client),
+        },
+        (line) => opts.log(line),
+      );
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    this.#connectLogger();
+    this.#publishHealth(realtimeNs());
+  }
+
+  get stats(): Readonly<DecomStats> {
+    return this.#stats;
+  }
+
+  /** Describes what decom listens on, for its start-up line. */
+  describe(): string {
+    const { source, runDir } = this.#opts;
+    const ports = this.#ports.map((p) => p.port).join(", ");
+    const group = source.multicast ? ` (multicast ${source.multicast})` : "";
+    return `source "${source.name}": UDP ${source.bind}${group} port${
+      this.#ports.length > 1 ? "s" : ""
+    } ${ports}; ${this.#served.length} measurements; serving ${decomSocket(runDir, source.name)}`;
+  }
+
+  /**
+   * Runs until SIGINT, SIGTERM or SIGHUP (or `stop()` from a test). Returns the signal names
+   * that stopped it.
+   */
+  run(): string[] {
+    const intervalNs = BigInt(Math.round(this.#opts.healthInterval * 1e9));
+    let nextHealth = realtimeNs() + intervalNs;
+    for (;;) {
+      const now = realtimeNs();
+      if (now >= nextHealth) {
+        this.#publishHealth(now);
+        if (!this.#logq.stats().connected) this.#connectLogger();
+        nextHealth = now + intervalNs;
+      }
+      const timeoutMs = Math.max(1, Math.ceil(Number(nextHealth - realtimeNs()) / 1e6));
+      for (const { token, events } of this.#ws.waitSync(timeoutMs)) {
+        if (token >= TOKEN_UDP && token < TOKEN_UDP + this.#ports.length) {
+          this.#receive(this.#ports[token - TOKEN_UDP]);
+        } else if (token === TOKEN_SIGNALS) {
+          const signals = takeSignals();
+          if (signals.length > 0) return signals;
+        } else if (token === TOKEN_LOGGER) {
+          this.#onLoggerEvent(events);
+        } else {
+          this.#server.handle(token, events);
+        }
+      }
+    }
+  }
+
+  #receive(port: Port): void {
+    const view = this.#metaView;
+    for (let round = 0; round < ROUNDS_PER_WAKE; round++) {
+      const n = this.#batch.recv(port.socket.fd, this.#buf, SLOT, this.#meta);
+      if (n === 0) return;
+      const stats = this.#stats;
+      for (let i = 0; i < n; i++) {
+        const at = i * META_LEN;
+        const length = view.getUint32(at, true);
+        const truncated = (view.getUint16(at + 22, true) & 1) !== 0;
+        stats.packets++;
+        stats.bytes += view.getUint32(at + 4, true);
+        const verdict = this.#identifier.identify(
+          port.port,
+          this.#buf,
+          i * SLOT,
+          length,
+          truncated,
+        );
+        if (verdict >= 0) {
+          this.#types[i] = verdict;
+          // Receive time as a double (no BigInt per datagram): ~256 ns resolution is plenty for ages.
+          this.#lastSeen[verdict] = view.getUint32(at + 12, true) * 4294967296 +
+            view.getUint32(at + 8, true);
+        } else {
+          this.#types[i] = NONE;
+          this.#reject(port.port, i, verdict as Rejection);
+        }
+      }
+      stats.published += this.#extractor.publishBatch(this.#buf, SLOT, this.#meta, this.#types, n);
+      stats.drops += this.#logq.forward(this.#buf, SLOT, this.#meta, n, port.port);
+      if (this.#loggerWatched && !this.#loggerWritable && this.#logq.stats().pendingBytes > 0) {
+        this.#watchLogger(true);
+      }
+    }
+  }
+
+  /** Counts a rejected datagram and reports it (rate-limited); the logger has it raw. */
+  #reject(port: number, i: number, why: Rejection): void {
+    const stats = this.#stats;
+    stats.errors++;
+    const name = REJECTION_NAMES[why];
+    stats.rejected[name] = (stats.rejected[name] ?? 0) + 1;
+    const nowS = Math.floor(Date.now() / 10_000);
+    if (nowS !== this.#rejectLinesWindow) {
+      this.#rejectLinesWindow = nowS;
+      this.#rejectLines = 0;
+    }
+    if (++this.#rejectLines > 5) {
+      if (this.#rejectLines === 6) {
+        this.#opts.log("more datagrams rejected; counting them silently for the next 10 s");
+      }
+      return;
+    }
+    const at = i * META_LEN;
+    const length = this.#metaView.getUint32(at, true);
+    const orig = this.#metaView.getUint32(at + 4, true);
+    const from = `${this.#meta[at + 16]}.${this.#meta[at + 17]}.${this.#meta[at + 18]}.${
+      this.#meta[at + 19]
+    }:${this.#metaView.getUint16(at + 20, true)}`;
+    const head = Array.from(
+      this.#buf.subarray(i * SLOT, i * SLOT + Math.min(length, 32)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    const size = why === OVERSIZE ? `${orig} bytes` : `${length} bytes`;
+    this.#opts.log(
+      `rejected a datagram on port ${port} from ${from}: ${name} (${size}): ${head}${
+        length > 32 ? "…" : ""
+      } (kept raw in the log)`,
+    );
+  }
+
+  #publishHealth(nowNs: bigint): void {
+    const s = this.#stats;
+    const dt = this.#lastHealthNs === 0n ? 0 : Number(nowNs - this.#lastHealthNs) / 1e9;
+    const rate = dt > 0 ? (s.packets - this.#lastHealthPackets) / dt : 0;
+    this.#lastHealthNs = nowNs;
+    this.#lastHealthPackets = s.packets;
+    s.drops = this.#logq.stats().dropped;
+    const bytes = new Uint8Array(8);
+    const view = new DataView(bytes.buffer);
+    for (const m of this.#health) {
+      const h = m.health!;
+      switch (h.what) {
+        case "packets":
+        case "bytes":
+        case "errors":
+        case "drops":
+          view.setBigUint64(0, BigInt(s[h.what]), true);
+          break;
+        case "packet_rate":
+          view.setFloat64(0, rate, true);
+          break;
+        case "age": {
+          const last = this.#lastSeen[h.packet!];
+          if (last === 0) continue; // never seen: no value rather than a made-up one
+          view.setFloat64(0, (Number(nowNs) - last) / 1e9, true);
+          break;
+        }
+      }
+      this.#extractor.publishValue(m.index, bytes, nowNs);
+    }
+  }
+
+  #connectLogger(): void {
+    const path = loggerSocket(this.#opts.runDir);
+    try {
+      this.#logq.connect(path);
+    } catch (e) {
+      if (!this.#loggerAbsentSaid) {
+        const why = e instanceof GswError ? e.errno : (e as Error).message;
+        this.#opts.log(
+          `logger not reachable at ${path} (${why}); buffering raw packets (up to ${
+            LOG_BUFFER >> 20
+          } MiB) until it starts`,
+        );
+        this.#loggerAbsentSaid = true;
+      }
+      return;
+    }
+    this.#loggerAbsentSaid = false;
+    this.#opts.log(`logger connected at ${path}`);
+    this.#loggerWatched = false;
+    this.#watchLogger(this.#logq.flush() > 0);
+  }
+
+  /** Watches the logger connection for hang-up, and for room when data is buffered. */
+  #watchLogger(writable: boolean): void {
+    const fd = this.#logq.fd();
+    if (fd === null) return;
+    const interest = READABLE | (writable ? WRITABLE : 0);
+    if (this.#loggerWatched) this.#ws.modify(fd, TOKEN_LOGGER, interest);
+    else this.#ws.add(fd, TOKEN_LOGGER, interest);
+    this.#loggerWatched = true;
+    this.#loggerWritable = writable;
+  }
+
+  #onLoggerEvent(events: number): void {
+    if (events & HANGUP) {
+      const fd = this.#logq.fd();
+      if (fd !== null) this.#ws.remove(fd);
+      this.#loggerWatched = false;
+      this.#logq.disconnect();
+      this.#opts.log("logger disconnected; buffering raw packets until it is back");
+      return;
+    }
+    if (events & WRITABLE) {
+      const left = this.#logq.flush();
+      if (!this.#logq.stats().connected) {
+        this.#loggerWatched = false;
+        return;
+      }
+      this.#watchLogger(left > 0);
+    }
+  }
+
+  #onRequest(client: Client, req: Request): Answer {
+    const { config } = this.#opts;
+    if (req.op !== "attach") {
+      return {
+        reply: errorReply(
+          "bad-request",
+          `decom serves only "attach"; subscribers connect to the broker`,
+        ),
+      };
+    }
+    if (req.configHash !== config.hash) {
+      return {
+        reply: errorReply(
+          "config-mismatch",
+          `decom decodes with config "${config.name}" (${config.file}, sha256 ${
+            config.hash.slice(0, 12)
+          }) but ${req.client} loaded sha256 ${
+            req.configHash.slice(0, 12)
+          }: start both with the same --config`,
+        ),
+      };
+    }
+    let wanted = this.#served;
+    if (req.measurements) {
+      const byName = new Map<string, Measurement>();
+      for (const m of this.#served) byName.set(m.key, m).set(m.name, m);
+      wanted = [];
+      for (const name of req.measurements) {
+        const m = byName.get(name);
+        if (!m) {
+          return {
+            reply: errorReply(
+              "unknown-measurement",
+              `source "${this.#opts.source.name}" does not publish "${name}"`,
+            ),
+          };
+        }
+        wanted.push(m);
+      }
+    }
+    if (wanted.length === 0) {
+      return { reply: errorReply("bad-request", "attach asked for no measurements") };
+    }
+    const writer = SegmentWriter.create(wanted.map((m) => ({ capacity: m.size, id: m.index })));
+    const channelOf = new Uint32Array(config.measurements.length).fill(NONE);
+    wanted.forEach((m, ch) => channelOf[m.index] = ch);
+    return {
+      reply: {
+        v: PROTOCOL_VERSION,
+        ok: true,
+        configName: config.name,
+        configHash: config.hash,
+        channels: wanted.map((m, channel) => ({ channel, key: m.key })),
+      },
+      fds: writer.fds(),
+      done: (sent) => {
+        if (!sent) {
+          writer.close();
+          return;
+        }
+        writer.releaseFds();
+        this.#extractor.addLink(writer, channelOf);
+        this.#links.set(client.id, { writer });
+        this.#opts.log(
+          `${req.client} (pid ${client.peer.pid}) attached to ${wanted.length} measurements`,
+        );
+      },
+    };
+  }
+
+  #onClose(client: Client): void {
+    const link = this.#links.get(client.id);
+    if (!link) return;
+    this.#links.delete(client.id);
+    this.#extractor.removeLink(link.writer);
+    link.writer.close();
+    this.#opts.log(`pid ${client.peer.pid} detached`);
+  }
+
+  /** A one-line summary of what decom did, for its exit. */
+  summary(): string {
+    const s = this.#stats;
+    const q = this.#logq.stats();
+    const rejected = Object.entries(s.rejected).map(([k, v]) => `${v} ${k}`).join(", ");
+    return `${s.packets} datagrams (${s.bytes} bytes), ${s.published} values published, ${s.errors} rejected${
+      rejected ? ` (${rejected})` : ""
+    }; logger: ${q.sent} sent, ${q.dropped} dropped, ${q.pendingPackets} still buffered`;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    // Give the logger what is buffered, if it is there to take it.
+    if (this.#logq.stats().connected) this.#logq.flush();
+    this.#server?.close();
+    for (const link of this.#links.values()) link.writer.close();
+    this.#links.clear();
+    for (const p of this.#ports) p.socket.close();
+    this.#extractor.close();
+    this.#logq.close();
+    this.#batch.close();
+    this.#ws.close();
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * `gsw decom`: runs the decommutation process for one data source of a vehicle config.
+ */
+import { numberOption, parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../config/mod.ts";
+import { openRunDir } from "../control/rundir.ts";
+import { GswError } from "../ffi/mod.ts";
+import { Decom } from "./decom.ts";
+
+const spec = {
+  name: "decom",
+  usage: "decom [--config FILE] [--source NAME] [--run-dir DIR] [--batch N]",
+  help: `
+Receives the UDP telemetry of one data source, hands every datagram to the logger, and
+publishes each measurement to shared-memory channels that brokers attach to. Run one decom
+per data source; it keeps publishing whether or not a broker or logger is running.
+
+options:
+  --config FILE     vehicle config (default ${DEFAULT_CONFIG_PATH})
+  --source NAME     data source to receive (required when the config has several)
+  --run-dir DIR     directory for the control sockets (default: $GSW_RUN_DIR, else
+                    $XDG_RUNTIME_DIR/gsw, else /tmp/gsw-<uid>)
+  --batch N         datagrams per receive call, 1-1024 (default 64)
+  --health-interval S  seconds between link-health updates (default 1)
+  -h, --help        this help
+
+examples:
+  deno task decom
+  deno task decom --config vehicle.yaml --source downlink`,
+  options: {
+    config: { type: "string" },
+    source: { type: "string" },
+    "run-dir": { type: "string" },
+    batch: { type: "string" },
+    "health-interval": { type: "string" },
+  },
+} as const;
+
+export function main(args: string[]): Promise<number> {
+  return runCommand(spec, async () => {
+    const { values, help } = parseCommand(spec, args);
+    if (help) return 0;
+    const batch = numberOption(values.batch, "batch", { integer: true, min: 1, max: 1024 }) ?? 64;
+    const healthInterval =
+      numberOption(values["health-interval"], "health-interval", { min: 0.05, max: 3600 }) ?? 1;
+    const configPath: string = values.config ?? DEFAULT_CONFIG_PATH;
+    let config;
+    try {
+      config = await loadConfig(configPath);
+    } catch (e) {
+      if (e instanceof ConfigError) throw new UserError(`invalid config:\n${e.message}`);
+      throw e;
+    }
+    const names = config.sources.map((s) => s.name);
+    let source = config.sources[0];
+    if (values.source !== undefined) {
+      const found = config.sources.find((s) => s.name === values.source);
+      if (!found) {
+        throw new UsageError(
+          `config "${config.name}" has no source "${values.source}" (sources: ${names.join(", ")})`,
+        );
+      }
+      source = found;
+    } else if (config.sources.length > 1) {
+      throw new UsageError(
+        `config "${config.name}" has ${names.length} sources: choose one with --source (${
+          names.join(", ")
+        })`,
+      );
+    }
+    const log = (line: string) => console.error(`decom[${source.name}]: ${line}`);
+    let decom: Decom;
+    try {
+      const runDir = openRunDir(values["run-dir"]);
+      decom = new Decom({ config, source, runDir, batch, healthInterval, log });
+    } catch (e) {
+      if (e instanceof GswError) throw new UserError(e.message);
+      throw e;
+    }
+    try {
+      log(decom.describe());
+      const signals = decom.run();
+      log(`${signals.join(", ")}: stopping. ${decom.summary()}`);
+    } finally {
+      decom.close();
+    }
+    return 0;
+  });
+}
