@@ -12,7 +12,7 @@ import {
   type Node,
   parseDocument,
   type YAMLMap,
-} from "yaml";
+} from "npm:yaml@^2.9.1";
 import { didYouMean } from "./suggest.ts";
 import type { Diagnostic } from "./types.ts";
 

@@ -1,0 +1,436 @@
+/**
+ * The broker: attaches to each data source's decom, and copies every new value of the
+ * measurements it serves into the channels of every subscriber that follows them, honouring
+ * each subscriber's maximum rate. Subscribers that stop reading lose freshness for
+ * themselves only; decom never notices them. One synchronous waitset wait drives it all.
+ */
+import type { Config, Measurement } from "../config/mod.ts";
+import { findMeasurement, suggestMeasurement } from "../config/mod.ts";
+import { decomSocket } from "../control/rundir.ts";
+import {
+  encode,
+  type ErrorReply,
+  errorReply,
+  MAX_CONTROL_MESSAGE,
+  parseReply,
+  PROTOCOL_VERSION,
+  type Request,
+} from "../control/protocol.ts";
+import { type Answer, type Client, ControlServer, MAX_CLIENTS } from "../control/server.ts";
+import {
+  closeFd,
+  Fanout,
+  GswError,
+  HANGUP,
+  monotonicNs,
+  READABLE,
+  type SegmentFds,
+  SegmentReader,
+  SegmentWriter,
+  takeSignals,
+  UnixConnection,
+  Waitset,
+  watchSignals,
+} from "../ffi/mod.ts";
+
+/** How often to try reaching a decom that is not there (subscribers resume within 1 s). */
+const RETRY_MS = 200;
+/** How long to wait between attempts when decom refuses us (e.g. another config). */
+const REFUSED_RETRY_MS = 5000;
+
+const TOKEN_SIGNALS = 1;
+const TOKEN_SOURCE_CONN = 1000;
+const TOKEN_SOURCE_BELL = 2000;
+const TOKEN_SERVERS = 1 << 20;
+
+export interface BrokerOptions {
+  config: Config;
+  runDir: string;
+  /** Measurements to serve (every one of the config when empty). */
+  measurements: Measurement[];
+  /** Socket paths to listen on. */
+  sockets: string[];
+  log: (line: string) => void;
+}
+
+/** The link to one data source's decom. */
+interface SourceLink {
+  name: string;
+  index: number;
+  /** Served measurements this source publishes. */
+  measurements: Measurement[];
+  conn: UnixConnection | null;
+  /** Set once decom answered the attach request. */
+  reader: SegmentReader | null;
+  fanout: Fanout | null;
+  /** Measurement index → channel in decom's segment. */
+  channelOf: Map<number, number>;
+  retryAt: number;
+  /** Why the last attempt failed, so an outage is reported once, not every retry. */
+  lastProblem: string;
+  /** Monotonic ns when a rate-limited value becomes due (0n: none). */
+  dueNs: bigint;
+}
+
+interface Subscriber {
+  client: Client;
+  writer: SegmentWriter;
+  /** (measurement, channel in the subscriber's segment) pairs. */
+  routes: { measurement: Measurement; channel: number }[];
+  minIntervalNs: bigint;
+  label: string;
+}
+
+export class Broker {
+  readonly #opts: BrokerOptions;
+  readonly #ws = new Waitset();
+  readonly #servers: ControlServer[] = [];
+  readonly #sources: SourceLink[] = [];
+  readonly #sourceOf = new Map<number, SourceLink>();
+  readonly #served: Set<number>;
+  readonly #subscribers = new Map<string, Subscriber>();
+  readonly #buf = new Uint8Array(MAX_CONTROL_MESSAGE);
+  #copied = 0;
+  #closed = false;
+
+  constructor(opts: BrokerOptions) {
+    this.#opts = opts;
+    const { config } = opts;
+    this.#served = new Set(opts.measurements.map((m) => m.index));
+    for (const source of config.sources) {
+      const measurements = opts.measurements.filter((m) => sourceOf(config, m) === source.name);
+      if (measurements.length === 0) continue;
+      const link: SourceLink = {
+        name: source.name,
+        index: this.#sources.length,
+        measurements,
+        conn: null,
+        reader: null,
+        fanout: null,
+        channelOf: new Map(),
+        retryAt: 0,
+        lastProblem: "",
+        dueNs: 0n,
+      };
+      this.#sources.push(link);
+      for (const m of measurements) this.#sourceOf.set(m.index, link);
+    }
+    try {
+      this.#ws.add(watchSignals(), TOKEN_SIGNALS, READABLE);
+      opts.sockets.forEach((path, i) => {
+        this.#servers.push(
+          new ControlServer(path, this.#ws, TOKEN_SERVERS + i * (MAX_CLIENTS + 1), {
+            onRequest: (client, req) => this.#onRequest(i, client, req),
+            onClose: (client) => this.#onClose(i, client),
+          }, opts.log),
+        );
+      });
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    for (const s of this.#sources) this.#connect(s);
+  }
+
+  describe(): string {
+    const { measurements, config, sockets } = this.#opts;
+    const what = measurements.length === config.measurements.length
+      ? `all ${measurements.length} measurements`
+      : `${measurements.length} measurement${measurements.length > 1 ? "s" : ""} (${
+        measurements.slice(0, 5).map((m) => m.key).join(", ")
+      }${measurements.length > 5 ? ", …" : ""})`;
+    return `serving ${what} of "${config.name}" from ${this.#sources.length} source${
+      this.#sources.length === 1 ? "" : "s"
+    } on ${sockets.join(", ")}`;
+  }
+
+  /** Runs until SIGINT, SIGTERM or SIGHUP; returns the signals that stopped it. */
+  run(): string[] {
+    for (;;) {
+      const nowMs = Date.now();
+      let timeout = -1;
+      for (const s of this.#sources) {
+        if (!s.conn && !s.reader) {
+          if (nowMs >= s.retryAt) this.#connect(s);
+          if (!s.conn && !s.reader) timeout = minTimeout(timeout, s.retryAt - nowMs);
+        }
+      }
+      const dueNs = this.#earliestDue();
+      if (dueNs > 0n) {
+        const left = Number(dueNs - monotonicNs()) / 1e6;
+        timeout = minTimeout(timeout, Math.max(0, Math.ceil(left)));
+      }
+      const ready = this.#ws.waitSync(timeout);
+      for (const { token, events } of ready) {
+        if (token >= TOKEN_SOURCE_BELL && token < TOKEN_SOURCE_BELL + this.#sources.length) {
+          this.#pump(this.#sources[token - TOKEN_SOURCE_BELL]);
+        } else if (
+          token >= TOKEN_SOURCE_CONN && token < TOKEN_SOURCE_CONN + this.#sources.length
+        ) {
+          this.#onSourceEvent(this.#sources[token - TOKEN_SOURCE_CONN], events);
+        } else if (token === TOKEN_SIGNALS) {
+          const signals = takeSignals();
+          if (signals.length > 0) return signals;
+        } else if (token >= TOKEN_SERVERS) {
+          const i = Math.floor((token - TOKEN_SERVERS) / (MAX_CLIENTS + 1));
+          this.#servers[i]?.handle(token, events);
+        }
+      }
+      if (dueNs > 0n && monotonicNs() >= dueNs) {
+        for (const s of this.#sources) if (s.dueNs > 0n) this.#pump(s);
+      }
+    }
+  }
+
+  #earliestDue(): bigint {
+    let due = 0n;
+    for (const s of this.#sources) {
+      if (s.dueNs > 0n && (due === 0n || s.dueNs < due)) due = s.dueNs;
+    }
+    return due;
+  }
+
+  #pump(s: SourceLink): void {
+    if (!s.fanout) return;
+    const r = s.fanout.pump(monotonicNs());
+    s.dueNs = r.nextDueNs;
+    this.#copied += r.copied;
+  }
+
+  // -- decom links ------------------------------------------------------------------------
+
+  #connect(s: SourceLink): void {
+    const path = decomSocket(this.#opts.runDir, s.name);
+    let conn: UnixConnection;
+    try {
+      conn = UnixConnection.connect(path);
+    } catch (e) {
+      const why = e instanceof GswError ? e.errno : (e as Error).message;
+      this.#problem(
+        s,
+        `decom for source "${s.name}" is not running (${why} at ${path}); waiting for it`,
+        RETRY_MS,
+      );
+      return;
+    }
+    const sent = conn.send(encode({
+      v: PROTOCOL_VERSION,
+      op: "attach",
+      configHash: this.#opts.config.hash,
+      measurements: s.measurements.map((m) => m.key),
+      client: "broker",
+    }));
+    if (!sent) {
+      conn.close();
+      this.#problem(s, `decom for source "${s.name}" is not reading its socket`, RETRY_MS);
+      return;
+    }
+    s.conn = conn;
+    this.#ws.add(conn.fd, TOKEN_SOURCE_CONN + s.index, READABLE);
+  }
+
+  /** Logs a problem with a source once per outage and schedules the next attempt. */
+  #problem(s: SourceLink, message: string, retryMs: number): void {
+    if (message !== s.lastProblem) this.#opts.log(message);
+    s.lastProblem = message;
+    s.retryAt = Date.now() + retryMs;
+  }
+
+  #onSourceEvent(s: SourceLink, events: number): void {
+    if (!s.conn) return;
+    if (events & READABLE && !s.reader) {
+      const got = s.conn.recv(this.#buf);
+      if (got !== null && got !== "closed") {
+        this.#onAttachReply(s, got.length, got.fds);
+        return;
+      }
+    }
+    if (events & HANGUP) this.#detach(s, `decom for source "${s.name}" went away`);
+  }
+
+  #onAttachReply(s: SourceLink, length: number, fds: number[]): void {
+    let refused: ErrorReply | null = null;
+    try {
+      const reply = parseReply(this.#buf.subarray(0, length));
+      if (!reply.ok) {
+        refused = reply;
+      } else if (!("channels" in reply) || fds.length !== 3) {
+        throw new Error("decom's reply carries no channels");
+      } else {
+        const reader = SegmentReader.attach(fds as SegmentFds);
+        fds = [];
+        s.reader = reader;
+        s.fanout = new Fanout(reader);
+        s.channelOf = new Map();
+        for (const ch of reply.channels) {
+          const m = this.#opts.config.measurements.find((x) => x.key === ch.key);
+          if (m) s.channelOf.set(m.index, ch.channel);
+        }
+        this.#ws.add(reader.doorbellFd, TOKEN_SOURCE_BELL + s.index, READABLE);
+        const now = monotonicNs();
+        for (const sub of this.#subscribers.values()) this.#route(s, sub, now);
+        s.lastProblem = "";
+        this.#opts.log(
+          `attached to decom for source "${s.name}" (${s.channelOf.size} channels)`,
+        );
+        return;
+      }
+    } catch (e) {
+      fds.forEach(closeFd);
+      this.#detach(s, `bad reply from decom for source "${s.name}": ${(e as Error).message}`);
+      return;
+    }
+    fds.forEach(closeFd);
+    this.#detach(s, `decom for source "${s.name}" refused: ${refused.message}`, REFUSED_RETRY_MS);
+  }
+
+  #detach(s: SourceLink, why: string, retryMs = RETRY_MS): void {
+    if (s.conn) {
+      this.#ws.remove(s.conn.fd);
+      s.conn.close();
+      s.conn = null;
+    }
+    if (s.reader) {
+      this.#ws.remove(s.reader.doorbellFd);
+      s.fanout?.close();
+      s.reader.close();
+      s.fanout = null;
+      s.reader = null;
+      s.dueNs = 0n;
+    }
+    this.#problem(s, why, retryMs);
+  }
+
+  /** Adds routes from source `s` to subscriber `sub` for the measurements it follows. */
+  #route(s: SourceLink, sub: Subscriber, nowNs: bigint): void {
+    if (!s.fanout) return;
+    for (const r of sub.routes) {
+      const src = s.channelOf.get(r.measurement.index);
+      if (src === undefined || this.#sourceOf.get(r.measurement.index) !== s) continue;
+      s.fanout.add(src, sub.writer, r.channel, sub.minIntervalNs, nowNs);
+    }
+  }
+
+  // -- subscribers --------------------------------------------------------------------------
+
+  #onRequest(server: number, client: Client, req: Request): Answer {
+    const { config } = this.#opts;
+    if (req.op === "list") {
+      return {
+        reply: {
+          v: PROTOCOL_VERSION,
+          ok: true,
+          configName: config.name,
+          configHash: config.hash,
+          measurements: this.#opts.measurements.map((m) => ({
+            key: m.key,
+            name: m.name,
+            live: this.#sourceOf.get(m.index)?.reader != null,
+          })),
+        },
+      };
+    }
+    if (req.op !== "subscribe") {
+      return { reply: errorReply("bad-request", `the broker serves "subscribe" and "list"`) };
+    }
+    const wanted: Measurement[] = [];
+    for (const name of req.measurements) {
+      const m = findMeasurement(config, name);
+      if (!m) {
+        const suggestion = suggestMeasurement(config, name);
+        return {
+          reply: errorReply(
+            "unknown-measurement",
+            `no measurement "${name}" in "${config.name}"${
+              suggestion ? `; did you mean "${suggestion}"?` : ""
+            }`,
+            suggestion,
+          ),
+        };
+      }
+      if (!this.#served.has(m.index)) {
+        return {
+          reply: errorReply(
+            "unknown-measurement",
+            `this broker does not serve "${name}"; start one that does: deno task broker --measurement ${m.key}`,
+          ),
+        };
+      }
+      if (!wanted.includes(m)) wanted.push(m);
+    }
+    const writer = SegmentWriter.create(wanted.map((m) => ({ capacity: m.size, id: m.index })));
+    const rate = req.maxRateHz ?? 0;
+    const sub: Subscriber = {
+      client,
+      writer,
+      routes: wanted.map((measurement, channel) => ({ measurement, channel })),
+      minIntervalNs: rate > 0 ? BigInt(Math.round(1e9 / rate)) : 0n,
+      label: `${req.client} (pid ${client.peer.pid})`,
+    };
+    return {
+      reply: {
+        v: PROTOCOL_VERSION,
+        ok: true,
+        configName: config.name,
+        configHash: config.hash,
+        channels: wanted.map((m, channel) => ({
+          channel,
+          key: m.key,
+          measurement: { ...m, description: undefined },
+        })),
+      },
+      fds: writer.fds(),
+      done: (sent) => {
+        if (!sent) {
+          writer.close();
+          return;
+        }
+        writer.releaseFds();
+        // A client that subscribes again on the same connection replaces its subscription.
+        this.#onClose(server, client);
+        this.#subscribers.set(`${server}:${client.id}`, sub);
+        const now = monotonicNs();
+        for (const s of this.#sources) this.#route(s, sub, now);
+      },
+    };
+  }
+
+  #onClose(server: number, client: Client): void {
+    const key = `${server}:${client.id}`;
+    const sub = this.#subscribers.get(key);
+    if (!sub) return;
+    this.#subscribers.delete(key);
+    for (const s of this.#sources) s.fanout?.remove(sub.writer);
+    sub.writer.close();
+  }
+
+  summary(): string {
+    return `${this.#subscribers.size} subscribers at exit, ${this.#copied} values copied`;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const server of this.#servers) server.close();
+    for (const s of this.#sources) {
+      s.fanout?.close();
+      s.reader?.close();
+      s.conn?.close();
+    }
+    for (const sub of this.#subscribers.values()) sub.writer.close();
+    this.#subscribers.clear();
+    this.#ws.close();
+  }
+}
+
+/** The data source that publishes `m` (its health source, or the source of its packets). */
+export function sourceOf(config: Config, m: Measurement): string | undefined {
+  if (m.health) return m.health.source;
+  const first = m.packets[0];
+  return first === undefined ? undefined : config.packets[first].source;
+}
+
+function minTimeout(current: number, candidate: number): number {
+  const c = Math.max(0, candidate);
+  return current < 0 ? c : Math.min(current, c);
+}

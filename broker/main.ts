@@ -1,0 +1,98 @@
+/**
+ * `gsw broker`: serves a config's measurements (all, or the ones named) to subscribers.
+ */
+import { parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
+import {
+  ConfigError,
+  DEFAULT_CONFIG_PATH,
+  findMeasurement,
+  loadConfig,
+  type Measurement,
+  suggestMeasurement,
+} from "../config/mod.ts";
+import { brokerSocket, measurementBrokerSocket, openRunDir } from "../control/rundir.ts";
+import { GswError } from "../ffi/mod.ts";
+import { Broker } from "./broker.ts";
+
+const spec = {
+  name: "broker",
+  usage: "broker [--config FILE] [--measurement NAME]… [--run-dir DIR]",
+  help: `
+Attaches to every data source's decom and serves measurements to subscribers over
+shared memory: each subscriber gets its own channels and doorbell, so a slow or stopped
+subscriber never slows decom or the others.
+
+By default one broker serves every measurement of the config (socket broker.sock). With
+--measurement (repeatable) it serves only those, each on its own socket
+(broker.m.<KEY>.sock), so you can run one broker per measurement, or split them.
+
+options:
+  --config FILE        vehicle config (default ${DEFAULT_CONFIG_PATH}); must be the one
+                       decom runs with
+  --measurement NAME   serve only this measurement (key or name; repeatable)
+  --run-dir DIR        directory for the control sockets (default: $GSW_RUN_DIR, else
+                       $XDG_RUNTIME_DIR/gsw, else /tmp/gsw-<uid>)
+  -h, --help           this help
+
+examples:
+  deno task broker
+  deno task broker --measurement ALTITUDE --measurement VELOCITY`,
+  options: {
+    config: { type: "string" },
+    measurement: { type: "string", multiple: true },
+    "run-dir": { type: "string" },
+  },
+} as const;
+
+export function main(args: string[]): Promise<number> {
+  return runCommand(spec, async () => {
+    const { values, help } = parseCommand(spec, args);
+    if (help) return 0;
+    const configPath: string = values.config ?? DEFAULT_CONFIG_PATH;
+    let config;
+    try {
+      config = await loadConfig(configPath);
+    } catch (e) {
+      if (e instanceof ConfigError) throw new UserError(`invalid config:\n${e.message}`);
+      throw e;
+    }
+    const names: string[] = values.measurement ?? [];
+    const measurements: Measurement[] = [];
+    for (const name of names) {
+      const m = findMeasurement(config, name);
+      if (!m) {
+        const s = suggestMeasurement(config, name);
+        throw new UsageError(
+          `no measurement "${name}" in "${config.name}"${s ? `; did you mean "${s}"?` : ""}`,
+        );
+      }
+      if (!measurements.includes(m)) measurements.push(m);
+    }
+    const log = (line: string) => console.error(`broker: ${line}`);
+    let broker: Broker;
+    try {
+      const runDir = openRunDir(values["run-dir"]);
+      const sockets = measurements.length === 0
+        ? [brokerSocket(runDir)]
+        : measurements.map((m) => measurementBrokerSocket(runDir, m.key));
+      broker = new Broker({
+        config,
+        runDir,
+        measurements: measurements.length === 0 ? config.measurements : measurements,
+        sockets,
+        log,
+      });
+    } catch (e) {
+      if (e instanceof GswError) throw new UserError(e.message);
+      throw e;
+    }
+    try {
+      log(broker.describe());
+      const signals = broker.run();
+      log(`${signals.join(", ")}: stopping. ${broker.summary()}`);
+    } finally {
+      broker.close();
+    }
+    return 0;
+  });
+}
