@@ -1,0 +1,232 @@
+/**
+ * `gsw start`: the whole pipeline from one command — simulator, logger, one decom per data
+ * source, broker and a live terminal view — on the embedded example or a given config, and
+ * everything stopped and cleaned up on Ctrl-C or after `--duration`.
+ */
+import { numberOption, parseCommand, runCommand, UserError } from "../cli/args.ts";
+import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../config/mod.ts";
+import { brokerSocket, decomSocket, loggerSocket, openRunDir } from "../control/rundir.ts";
+import { unlinkPath } from "../ffi/mod.ts";
+import { type ChildSpec, type LogLine, Supervisor } from "./supervisor.ts";
+import type { LiveView } from "./view.ts";
+
+const spec = {
+  name: "start",
+  usage: "start [--config FILE] [--duration S] [--run-dir DIR] [--log-dir DIR] [--no-sim] " +
+    "[--no-logger] [--no-view]",
+  help: `
+Runs the whole pipeline: the simulator (standing in for the vehicle), the logger, one decom
+per data source, the broker, and a live view of every measurement (value, unit, update
+rate, age; stale values and limit violations stand out). Builds the native library first
+if it is missing. Ctrl-C (or --duration) stops every process it started and removes their
+sockets.
+
+Other terminals can join the same pipeline meanwhile, e.g. deno task subscribe ALTITUDE.
+
+options:
+  --config FILE    vehicle config (default ${DEFAULT_CONFIG_PATH})
+  --duration S     stop after S seconds
+  --run-dir DIR    directory for the control sockets (default: $GSW_RUN_DIR, else
+                   $XDG_RUNTIME_DIR/gsw, else /tmp/gsw-<uid>)
+  --log-dir DIR    where the logger writes (default ./logs)
+  --no-sim         do not start the simulator (a real vehicle sends the packets)
+  --no-logger      do not start the logger
+  --no-view        no live view: print the processes' messages instead
+  -h, --help       this help
+
+examples:
+  deno task start
+  deno task start --config vehicle.yaml --no-sim`,
+  options: {
+    config: { type: "string" },
+    duration: { type: "string" },
+    "run-dir": { type: "string" },
+    "log-dir": { type: "string" },
+    "no-sim": { type: "boolean" },
+    "no-logger": { type: "boolean" },
+    "no-view": { type: "boolean" },
+  },
+} as const;
+
+const LIBRARY = new URL("../target/release/libgsw.so", import.meta.url).pathname;
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const REPO = new URL("..", import.meta.url).pathname;
+const ENV_VARS = "GSW_RUN_DIR,XDG_RUNTIME_DIR,GSW_LIB,HOME";
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Builds the native library with cargo if it is not there yet. */
+async function ensureLibrary(say: (s: string) => void): Promise<void> {
+  if (exists(LIBRARY)) return;
+  say(`building the native library (${LIBRARY}) with cargo; this takes a minute the first time`);
+  let status;
+  try {
+    status = await new Deno.Command("cargo", {
+      args: ["build", "--release", "-p", "gsw-ffi"],
+      cwd: REPO,
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new UserError(
+        "the native library is not built and cargo is not installed: install Rust " +
+          "(https://rustup.rs), then run deno task start again",
+      );
+    }
+    throw e;
+  }
+  if (!status.success || !exists(LIBRARY)) {
+    throw new UserError("building the native library failed (see cargo's messages above)");
+  }
+}
+
+export function main(args: string[]): Promise<number> {
+  return runCommand(spec, async () => {
+    const { values, help } = parseCommand(spec, args);
+    if (help) return 0;
+    const duration = numberOption(values.duration, "duration", { min: 0 });
+    const configPath = Deno.realPathSync(values.config ?? DEFAULT_CONFIG_PATH);
+    let config;
+    try {
+      config = await loadConfig(configPath);
+    } catch (e) {
+      if (e instanceof ConfigError) throw new UserError(`invalid config:\n${e.message}`);
+      if (e instanceof Deno.errors.NotFound) throw new UserError(`no config at ${configPath}`);
+      throw e;
+    }
+    const say = (s: string) => console.error(`start: ${s}`);
+    await ensureLibrary(say);
+    const runDir = openRunDir(values["run-dir"]);
+    const logDir = values["log-dir"] ?? `${Deno.cwd()}/logs`;
+
+    const ffi = `--allow-ffi=${LIBRARY}`;
+    const env = `--allow-env=${ENV_VARS}`;
+    const read = `--allow-read=${configPath}`;
+    const quiet = "--ignore-env=LOG_TOKENS,LOG_STREAM";
+    const children: ChildSpec[] = [];
+    if (!values["no-logger"]) {
+      children.push({
+        name: "logger",
+        args: [
+          "run",
+          ffi,
+          env,
+          quiet,
+          read,
+          `--allow-write=${logDir}`,
+          MAIN,
+          "logger",
+          "--config",
+          configPath,
+          "--log-dir",
+          logDir,
+        ],
+      });
+    }
+    for (const source of config.sources) {
+      children.push({
+        name: `decom[${source.name}]`,
+        args: [
+          "run",
+          ffi,
+          env,
+          quiet,
+          read,
+          MAIN,
+          "decom",
+          "--config",
+          configPath,
+          "--source",
+          source.name,
+        ],
+      });
+    }
+    children.push({
+      name: "broker",
+      args: ["run", ffi, env, quiet, read, MAIN, "broker", "--config", configPath],
+    });
+    if (!values["no-sim"]) {
+      const hosts = [
+        ...new Set(config.sources.map((s) => s.bind === "0.0.0.0" ? "127.0.0.1" : s.bind)),
+      ];
+      children.push({
+        name: "sim",
+        args: [
+          "run",
+          read,
+          `--allow-net=0.0.0.0,${hosts.join(",")}`, // node:dgram binds to 0.0.0.0 first
+          quiet,
+          MAIN,
+          "sim",
+          "--config",
+          configPath,
+        ],
+      });
+    }
+
+    const useView = !values["no-view"] && Deno.stdout.isTerminal();
+    let view: LiveView | null = null;
+    const onLine = (line: LogLine) => {
+      // Children name themselves on each line ("decom[vehicle]: …"); prefix only the rest.
+      const named = line.text.startsWith(`${line.from}:`) ? line : { ...line, from: "" };
+      if (view) view.log(named);
+      else console.error(named.from ? `${named.from}: ${named.text}` : named.text);
+    };
+    let stop!: (why: string) => void;
+    const stopped = new Promise<string>((resolve) => stop = resolve);
+    // "deno" from PATH, which --allow-run=deno permits (Deno.execPath() is the resolved
+    // binary, which that permission does not name).
+    const supervisor = new Supervisor(
+      "deno",
+      // Children's output is shown prefixed (or inside the view): no colour codes in it.
+      { GSW_RUN_DIR: runDir, NO_COLOR: "1" },
+      onLine,
+      (why) => stop(why),
+    );
+
+    say(`pipeline "${config.name}" in run directory ${runDir}; logs in ${logDir}`);
+    for (const c of children) supervisor.start(c);
+    const onSignal = () => stop("interrupted");
+    Deno.addSignalListener("SIGINT", onSignal);
+    Deno.addSignalListener("SIGTERM", onSignal);
+    const timer = duration !== undefined
+      ? setTimeout(() => stop(`--duration ${duration} s reached`), duration * 1000)
+      : undefined;
+    if (useView) {
+      const { LiveView } = await import("./view.ts");
+      view = new LiveView(config, runDir);
+      view.start();
+    }
+
+    const why = await stopped;
+    if (timer !== undefined) clearTimeout(timer);
+    view?.close();
+    view = null;
+    say(`${why}: stopping ${supervisor.children().map((c) => c.name).join(", ")}`);
+    await supervisor.stop();
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    // A child that had to be killed could not remove its socket: remove it for it.
+    const ours = [brokerSocket(runDir), loggerSocket(runDir)];
+    for (const s of config.sources) ours.push(decomSocket(runDir, s.name));
+    const removed = ours.filter((path) => {
+      try {
+        return unlinkPath(path);
+      } catch {
+        return false;
+      }
+    });
+    if (removed.length > 0) say(`removed sockets left by killed processes: ${removed.join(", ")}`);
+    say("stopped");
+    if (supervisor.fatal) throw new UserError(supervisor.fatal);
+    return 0;
+  });
+}

@@ -1,0 +1,136 @@
+/**
+ * Runs the pipeline's processes for `gsw start`: each child with only the permissions it
+ * needs, its output prefixed and kept, restarted if it dies while the pipeline runs, and all
+ * of them stopped (SIGTERM, then SIGKILL after a grace period) when the pipeline stops.
+ */
+
+export interface ChildSpec {
+  /** Short name shown before each of its lines (e.g. "decom[vehicle]"). */
+  name: string;
+  /** Arguments to `deno` (permissions, main.ts, command, options). */
+  args: string[];
+}
+
+/** A line of a child's output, or of the supervisor itself. */
+export interface LogLine {
+  from: string;
+  text: string;
+}
+
+interface Running {
+  spec: ChildSpec;
+  child: Deno.ChildProcess;
+  started: number;
+  restarts: number;
+  exited: Promise<Deno.CommandStatus>;
+}
+
+/** A child that exits this soon after starting is failing, not crashing: do not loop. */
+const FAST_FAILURE_MS = 2000;
+const GRACE_MS = 3000;
+
+export class Supervisor {
+  readonly #running = new Map<string, Running>();
+  #stopping = false;
+  /** Set when a child fails at start: the pipeline cannot run, say why and stop. */
+  fatal: string | null = null;
+
+  constructor(
+    readonly deno: string,
+    readonly env: Record<string, string>,
+    readonly onLine: (line: LogLine) => void,
+    readonly onFatal: (why: string) => void,
+  ) {}
+
+  start(spec: ChildSpec, restarts = 0): void {
+    const child = new Deno.Command(this.deno, {
+      args: spec.args,
+      env: this.env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const running: Running = {
+      spec,
+      child,
+      started: Date.now(),
+      restarts,
+      exited: child.status,
+    };
+    this.#running.set(spec.name, running);
+    this.#pump(spec.name, child.stdout);
+    this.#pump(spec.name, child.stderr);
+    running.exited.then((status) => this.#onExit(running, status));
+  }
+
+  async #pump(from: string, stream: ReadableStream<Uint8Array>): Promise<void> {
+    let pending = "";
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of stream) {
+        pending += decoder.decode(chunk, { stream: true });
+        let nl;
+        while ((nl = pending.indexOf("\n")) >= 0) {
+          this.onLine({ from, text: pending.slice(0, nl) });
+          pending = pending.slice(nl + 1);
+        }
+      }
+    } catch {
+      // The child is gone; whatever it printed last is below.
+    }
+    if (pending) this.onLine({ from, text: pending });
+  }
+
+  #onExit(r: Running, status: Deno.CommandStatus): void {
+    if (this.#running.get(r.spec.name) === r) this.#running.delete(r.spec.name);
+    if (this.#stopping) return;
+    const how = status.signal ? `killed by ${status.signal}` : `exited with code ${status.code}`;
+    if (Date.now() - r.started < FAST_FAILURE_MS && !status.signal) {
+      this.fatal = `${r.spec.name} ${how} right after starting (see its message above)`;
+      this.onFatal(this.fatal);
+      return;
+    }
+    const delay = Math.min(5000, 250 * 2 ** Math.min(r.restarts, 4));
+    this.onLine({ from: "start", text: `${r.spec.name} ${how}; restarting in ${delay} ms` });
+    setTimeout(() => {
+      if (!this.#stopping) this.start(r.spec, r.restarts + 1);
+    }, delay);
+  }
+
+  /** Names and pids of the running children. */
+  children(): { name: string; pid: number; restarts: number }[] {
+    return [...this.#running.values()].map((r) => ({
+      name: r.spec.name,
+      pid: r.child.pid,
+      restarts: r.restarts,
+    }));
+  }
+
+  /**
+   * Stops every child, in reverse start order: SIGTERM, then SIGKILL for any still running
+   * after the grace period. Resolves when all have exited.
+   */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    const all = [...this.#running.values()].reverse();
+    for (const r of all) {
+      try {
+        r.child.kill("SIGTERM");
+      } catch {
+        // Already exited.
+      }
+    }
+    const timer = setTimeout(() => {
+      for (const r of all) {
+        try {
+          r.child.kill("SIGKILL");
+          this.onLine({ from: "start", text: `${r.spec.name} did not stop in time: killed` });
+        } catch {
+          // Exited meanwhile.
+        }
+      }
+    }, GRACE_MS);
+    await Promise.allSettled(all.map((r) => r.exited));
+    clearTimeout(timer);
+  }
+}
