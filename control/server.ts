@@ -95,16 +95,17 @@ export class ControlServer implements Disposable {
       const peer = conn.peer!;
       if (peer.uid !== this.#uid) {
         this.log(`refused a connection from uid ${peer.uid} (pid ${peer.pid}): not our user`);
-        conn.send(encode(errorReply(
-          "not-allowed",
-          `this gsw process belongs to uid ${this.#uid}; processes of uid ${peer.uid} may not connect`,
-        )));
-        conn.close();
+        this.#refuse(
+          conn,
+          errorReply(
+            "not-allowed",
+            `this gsw process belongs to uid ${this.#uid}; processes of uid ${peer.uid} may not connect`,
+          ),
+        );
         continue;
       }
       if (this.#clients.size >= MAX_CLIENTS) {
-        conn.send(encode(errorReply("too-many", `at most ${MAX_CLIENTS} clients at once`)));
-        conn.close();
+        this.#refuse(conn, errorReply("too-many", `at most ${MAX_CLIENTS} clients at once`));
         continue;
       }
       const id = this.#freeId();
@@ -112,6 +113,25 @@ export class ControlServer implements Disposable {
       this.#clients.set(id, client);
       this.ws.add(conn.fd, this.tokenBase + id, READABLE);
     }
+  }
+
+  /**
+   * Answers a connection with an error and closes it. What the peer already sent is read
+   * first: closing a UNIX socket with unread messages resets the peer's end, and it would
+   * lose our answer.
+   */
+  #refuse(conn: UnixConnection, reply: Reply): void {
+    conn.send(encode(reply));
+    for (let i = 0; i < 16; i++) {
+      try {
+        const got = conn.recv(this.#buf);
+        if (got === null || got === "closed") break;
+        got.fds.forEach(closeFd);
+      } catch {
+        // An oversize message was discarded; keep draining.
+      }
+    }
+    conn.close();
   }
 
   #freeId(): number {
