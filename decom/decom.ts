@@ -103,7 +103,8 @@ export class Decom {
   #loggerAbsentSaid = false;
   #lastHealthPackets = 0;
   #lastHealthNs = 0n;
-  #rejectLines = 0;
+  /** Reject lines printed per kind in the current 10 s window (so each kind shows up). */
+  #rejectLines = new Map<string, number>();
   #rejectLinesWindow = 0;
   #closed = false;
 
@@ -248,14 +249,16 @@ export class Decom {
     stats.errors++;
     const name = REJECTION_NAMES[why];
     stats.rejected[name] = (stats.rejected[name] ?? 0) + 1;
-    const nowS = Math.floor(Date.now() / 10_000);
-    if (nowS !== this.#rejectLinesWindow) {
-      this.#rejectLinesWindow = nowS;
-      this.#rejectLines = 0;
+    const window = Math.floor(Date.now() / 10_000);
+    if (window !== this.#rejectLinesWindow) {
+      this.#rejectLinesWindow = window;
+      this.#rejectLines.clear();
     }
-    if (++this.#rejectLines > 5) {
-      if (this.#rejectLines === 6) {
-        this.#opts.log("more datagrams rejected; counting them silently for the next 10 s");
+    const printed = (this.#rejectLines.get(name) ?? 0) + 1;
+    this.#rejectLines.set(name, printed);
+    if (printed > 5) {
+      if (printed === 6) {
+        this.#opts.log(`more datagrams rejected (${name}); counting them silently for now`);
       }
       return;
     }
