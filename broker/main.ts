@@ -1,17 +1,15 @@
 /**
  * `gsw broker`: serves a config's measurements (all, or the ones named) to subscribers.
  */
-import { parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
+import { parseCommand, runCommand, UsageError } from "../cli/args.ts";
+import { loadCommandConfig, runService } from "../cli/service.ts";
 import {
-  ConfigError,
   DEFAULT_CONFIG_PATH,
   findMeasurement,
-  loadConfig,
   type Measurement,
   suggestMeasurement,
 } from "../config/mod.ts";
 import { brokerSocket, measurementBrokerSocket, openRunDir } from "../control/rundir.ts";
-import { GswError } from "../ffi/mod.ts";
 import { Broker } from "./broker.ts";
 
 const spec = {
@@ -48,14 +46,7 @@ export function main(args: string[]): Promise<number> {
   return runCommand(spec, async () => {
     const { values, help } = parseCommand(spec, args);
     if (help) return 0;
-    const configPath: string = values.config ?? DEFAULT_CONFIG_PATH;
-    let config;
-    try {
-      config = await loadConfig(configPath);
-    } catch (e) {
-      if (e instanceof ConfigError) throw new UserError(`invalid config:\n${e.message}`);
-      throw e;
-    }
+    const config = await loadCommandConfig(values.config);
     const names: string[] = values.measurement ?? [];
     const measurements: Measurement[] = [];
     for (const name of names) {
@@ -69,30 +60,18 @@ export function main(args: string[]): Promise<number> {
       if (!measurements.includes(m)) measurements.push(m);
     }
     const log = (line: string) => console.error(`broker: ${line}`);
-    let broker: Broker;
-    try {
+    return runService(log, () => {
       const runDir = openRunDir(values["run-dir"]);
       const sockets = measurements.length === 0
         ? [brokerSocket(runDir)]
         : measurements.map((m) => measurementBrokerSocket(runDir, m.key));
-      broker = new Broker({
+      return new Broker({
         config,
         runDir,
         measurements: measurements.length === 0 ? config.measurements : measurements,
         sockets,
         log,
       });
-    } catch (e) {
-      if (e instanceof GswError) throw new UserError(e.message);
-      throw e;
-    }
-    try {
-      log(broker.describe());
-      const signals = broker.run();
-      log(`${signals.join(", ")}: stopping. ${broker.summary()}`);
-    } finally {
-      broker.close();
-    }
-    return 0;
+    });
   });
 }

@@ -1,10 +1,10 @@
 /**
  * `gsw decom`: runs the decommutation process for one data source of a vehicle config.
  */
-import { numberOption, parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
-import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../config/mod.ts";
+import { numberOption, parseCommand, runCommand, UsageError } from "../cli/args.ts";
+import { loadCommandConfig, runService } from "../cli/service.ts";
+import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { openRunDir } from "../control/rundir.ts";
-import { GswError } from "../ffi/mod.ts";
 import { Decom } from "./decom.ts";
 
 const spec = {
@@ -43,14 +43,7 @@ export function main(args: string[]): Promise<number> {
     const batch = numberOption(values.batch, "batch", { integer: true, min: 1, max: 1024 }) ?? 64;
     const healthInterval =
       numberOption(values["health-interval"], "health-interval", { min: 0.05, max: 3600 }) ?? 1;
-    const configPath: string = values.config ?? DEFAULT_CONFIG_PATH;
-    let config;
-    try {
-      config = await loadConfig(configPath);
-    } catch (e) {
-      if (e instanceof ConfigError) throw new UserError(`invalid config:\n${e.message}`);
-      throw e;
-    }
+    const config = await loadCommandConfig(values.config);
     const names = config.sources.map((s) => s.name);
     let source = config.sources[0];
     if (values.source !== undefined) {
@@ -69,21 +62,9 @@ export function main(args: string[]): Promise<number> {
       );
     }
     const log = (line: string) => console.error(`decom[${source.name}]: ${line}`);
-    let decom: Decom;
-    try {
+    return runService(log, () => {
       const runDir = openRunDir(values["run-dir"]);
-      decom = new Decom({ config, source, runDir, batch, healthInterval, log });
-    } catch (e) {
-      if (e instanceof GswError) throw new UserError(e.message);
-      throw e;
-    }
-    try {
-      log(decom.describe());
-      const signals = decom.run();
-      log(`${signals.join(", ")}: stopping. ${decom.summary()}`);
-    } finally {
-      decom.close();
-    }
-    return 0;
+      return new Decom({ config, source, runDir, batch, healthInterval, log });
+    });
   });
 }

@@ -4,7 +4,8 @@
  * everything stopped and cleaned up on Ctrl-C or after `--duration`.
  */
 import { numberOption, parseCommand, runCommand, UserError } from "../cli/args.ts";
-import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from "../config/mod.ts";
+import { loadCommandConfig } from "../cli/service.ts";
+import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { brokerSocket, decomSocket, loggerSocket, openRunDir } from "../control/rundir.ts";
 import { unlinkPath } from "../ffi/mod.ts";
 import { type ChildSpec, type LogLine, Supervisor } from "./supervisor.ts";
@@ -93,15 +94,9 @@ export function main(args: string[]): Promise<number> {
     const { values, help } = parseCommand(spec, args);
     if (help) return 0;
     const duration = numberOption(values.duration, "duration", { min: 0 });
-    const configPath = Deno.realPathSync(values.config ?? DEFAULT_CONFIG_PATH);
-    let config;
-    try {
-      config = await loadConfig(configPath);
-    } catch (e) {
-      if (e instanceof ConfigError) throw new UserError(`invalid config:\n${e.message}`);
-      if (e instanceof Deno.errors.NotFound) throw new UserError(`no config at ${configPath}`);
-      throw e;
-    }
+    const config = await loadCommandConfig(values.config);
+    // Children get read access to exactly this file, so name it absolutely.
+    const configPath = Deno.realPathSync(config.file);
     const say = (s: string) => console.error(`start: ${s}`);
     await ensureLibrary(say);
     const runDir = openRunDir(values["run-dir"]);
