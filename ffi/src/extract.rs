@@ -289,21 +289,6 @@ impl Extractor {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::segment::SegmentReader;
-    use std::os::fd::{FromRawFd, OwnedFd};
-
-    fn reader_for(w: &SegmentWriter) -> SegmentReader {
-        let [d, c, e] = w.fds().unwrap();
-        // SAFETY: dup of valid descriptors gives new ones we own.
-        unsafe {
-            SegmentReader::attach(
-                OwnedFd::from_raw_fd(libc::dup(d)),
-                OwnedFd::from_raw_fd(libc::dup(c)),
-                OwnedFd::from_raw_fd(libc::dup(e)),
-            )
-            .unwrap()
-        }
-    }
 
     #[test]
     fn batch_publishes_fields_and_rings_once() {
@@ -330,7 +315,7 @@ mod tests {
         ];
         let mut ex = Extractor::new(&fields, 2, 3).unwrap();
         let w = Rc::new(SegmentWriter::create(&[2, 4, 1], &[0, 1, 2]).unwrap());
-        let r = reader_for(&w);
+        let r = crate::segment::test_reader(&w);
         ex.add_link(w.clone(), &[0, 1, 2]).unwrap();
         let slot = 16;
         let mut buf = vec![0u8; 3 * slot];
@@ -363,7 +348,7 @@ mod tests {
         ex.publish_packet(0, &[42], 5).unwrap();
         ex.publish_value(1, &[1, 2, 3], 6).unwrap();
         let w = Rc::new(SegmentWriter::create(&[1, 8], &[0, 1]).unwrap());
-        let r = reader_for(&w);
+        let r = crate::segment::test_reader(&w);
         ex.add_link(w, &[0, 1]).unwrap();
         assert_eq!(r.take(0).unwrap().unwrap().1, &[42]);
         assert_eq!(r.take(1).unwrap().unwrap().1, &[1, 2, 3]);

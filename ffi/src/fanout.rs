@@ -195,29 +195,18 @@ impl Fanout {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::os::fd::{FromRawFd, OwnedFd};
-
-    fn reader_for(w: &SegmentWriter) -> SegmentReader {
-        let [d, c, e] = w.fds().unwrap();
-        // SAFETY: dup of valid descriptors gives new ones we own.
-        unsafe {
-            SegmentReader::attach(
-                OwnedFd::from_raw_fd(libc::dup(d)),
-                OwnedFd::from_raw_fd(libc::dup(c)),
-                OwnedFd::from_raw_fd(libc::dup(e)),
-            )
-            .unwrap()
-        }
-    }
 
     #[test]
     fn copies_to_every_subscriber_and_rings_each_once() {
         let decom = SegmentWriter::create(&[8, 8], &[10, 11]).unwrap();
-        let mut f = Fanout::new(Rc::new(reader_for(&decom)));
+        let mut f = Fanout::new(Rc::new(crate::segment::test_reader(&decom)));
         let subs: Vec<Rc<SegmentWriter>> = (0..3)
             .map(|_| Rc::new(SegmentWriter::create(&[8, 8], &[10, 11]).unwrap()))
             .collect();
-        let readers: Vec<SegmentReader> = subs.iter().map(|s| reader_for(s)).collect();
+        let readers: Vec<SegmentReader> = subs
+            .iter()
+            .map(|s| crate::segment::test_reader(s))
+            .collect();
         for s in &subs {
             f.add_route(0, s.clone(), 0, 0, 1).unwrap();
             f.add_route(1, s.clone(), 1, 0, 1).unwrap();
@@ -239,9 +228,9 @@ mod tests {
     #[test]
     fn rate_limit_holds_then_delivers_latest() {
         let decom = SegmentWriter::create(&[8], &[0]).unwrap();
-        let mut f = Fanout::new(Rc::new(reader_for(&decom)));
+        let mut f = Fanout::new(Rc::new(crate::segment::test_reader(&decom)));
         let sub = Rc::new(SegmentWriter::create(&[8], &[0]).unwrap());
-        let r = reader_for(&sub);
+        let r = crate::segment::test_reader(&sub);
         f.add_route(0, sub.clone(), 0, 1000, 0).unwrap();
         decom.publish(0, b"1", 1, 0).unwrap();
         f.pump(100).unwrap();
@@ -261,12 +250,12 @@ mod tests {
     #[test]
     fn late_subscriber_gets_current_value() {
         let decom = SegmentWriter::create(&[8], &[0]).unwrap();
-        let src = Rc::new(reader_for(&decom));
+        let src = Rc::new(crate::segment::test_reader(&decom));
         let mut f = Fanout::new(src);
         decom.publish(0, b"x", 5, 0).unwrap();
         f.pump(1).unwrap();
         let sub = Rc::new(SegmentWriter::create(&[8], &[0]).unwrap());
-        let r = reader_for(&sub);
+        let r = crate::segment::test_reader(&sub);
         f.add_route(0, sub, 0, 0, 2).unwrap();
         assert_eq!(r.take(0).unwrap().unwrap().1, b"x");
     }

@@ -733,6 +733,16 @@ fn random_u64() -> u64 {
     v
 }
 
+/// A reader attached to duplicates of `w`'s descriptors, as a peer process would get them.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn test_reader(w: &SegmentWriter) -> SegmentReader {
+    use std::os::fd::FromRawFd;
+    let [d, c, e] = w.fds().expect("the writer still has its descriptors");
+    // SAFETY: `dup` of valid descriptors gives new ones that we own.
+    let dup = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(libc::dup(fd)) };
+    SegmentReader::attach(dup(d), dup(c), dup(e)).expect("a fresh segment attaches")
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -754,8 +764,7 @@ mod tests {
     fn pair(caps: &[u32]) -> (SegmentWriter, SegmentReader) {
         let ids: Vec<u32> = (0..caps.len() as u32).collect();
         let w = SegmentWriter::create(caps, &ids).unwrap();
-        let (d, c, e) = reader_fds(&w);
-        let r = SegmentReader::attach(d, c, e).unwrap();
+        let r = test_reader(&w);
         (w, r)
     }
 
