@@ -5,19 +5,36 @@
  * tests also prove all of that works under that one scoped permission.
  */
 import assert from "node:assert/strict";
-import { type Child, processState, sleep, tempRunDir, withChildren } from "./helpers/ffi_child.ts";
+import {
+  type Child,
+  LIB,
+  processState,
+  tempRunDir,
+  until,
+  withChildren,
+} from "./helpers/ffi_child.ts";
 import { tornReason } from "./helpers/ffi_torn_pattern.ts";
 
-/** Polls until `pid` is in state `want` (S sleeping, T stopped), failing after `ms`. */
-async function untilState(pid: number, want: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  let state = processState(pid);
-  while (state !== want) {
-    if (Date.now() > deadline) throw new Error(`process ${pid} is in state ${state}, not ${want}`);
-    await sleep(5);
-    state = processState(pid);
-  }
+/** Polls until `pid` is in state `want` (S sleeping, T stopped). */
+function untilState(pid: number, want: string): Promise<void> {
+  return until(() => processState(pid) === want, 5000, `process ${pid} in state ${want}`);
 }
+
+Deno.test("helper processes run with nothing but the native library allowed", async () => {
+  await withChildren(async (spawn) => {
+    const child = spawn("ffi_permissions.ts", {});
+    const p = await child.next("permissions");
+    await child.finish();
+    assert.equal(p.library, LIB);
+    assert.equal(p.ffiLibrary, "granted");
+    assert.notEqual(p.ffiAnyOther, "granted");
+    for (const [name, state] of Object.entries(p.states)) {
+      assert.notEqual(state, "granted", `the child may use ${name}`);
+    }
+    assert.equal(p.readError, "NotCapable");
+    assert.equal(p.clockWorks, true);
+  });
+});
 
 Deno.test("the torn-value check itself catches torn, misplaced and mis-sized values", () => {
   // The cross-process test below passes only if this checker never fires, so show it can.
@@ -75,9 +92,11 @@ for (const mode of ["sync", "async"] as const) {
       const w = await ping.next("done", 30_000);
       const r = await pong.next("done", 30_000);
       await Promise.all([ping.finish(), pong.finish()]);
+      const netUs = (w.elapsedMs * 1000) / rounds - 50;
       console.log(
         `${rounds} rounds in ${w.elapsedMs.toFixed(0)} ms ` +
-          `(${Math.round(rounds / (w.elapsedMs / 1000))} rounds/s); ` +
+          `(${Math.round(rounds / (w.elapsedMs / 1000))} rounds/s; ` +
+          `${netUs.toFixed(1)} µs per round trip beyond the 50 µs pause); ` +
           `reader slept ${r.sleeps} times, woke to nothing ${r.emptyWakes} times`,
       );
       assert.equal(r.values, rounds);

@@ -23,6 +23,7 @@ import {
   tempRunDir,
   threadCount,
   threadsWaitingOn,
+  until,
   withChildren,
   within,
 } from "./helpers/ffi_child.ts";
@@ -131,7 +132,7 @@ Deno.test("close() during a pending wait() cancels it, then frees the waitset", 
     {
       using scoped = how === "using" ? ws : null;
       pending = ws.wait(60_000);
-      await sleep(30);
+      await until(() => threadsWaitingOn(epfd).length > 0, 5000, "a pool thread in the wait");
       assert.equal(threadsWaitingOn(epfd).length, 1, "one pool thread blocked in the wait");
       if (!scoped) ws.close();
     }
@@ -173,7 +174,7 @@ Deno.test("500 doorbells of another process in one waitset, woken one by one: on
         const i = (k * 7) % N; // every doorbell once, in a scattered order
         const pending = ws.wait(5000);
         if (k % 50 === 0) {
-          await sleep(10);
+          await until(() => threadsWaitingOn(epfd).length > 0, 5000, "a pool thread in the wait");
           const tids = threadsWaitingOn(epfd);
           assert.equal(tids.length, 1, `round ${k}: ${tids.length} threads wait on the set`);
           waiters.add(tids[0]);

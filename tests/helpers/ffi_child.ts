@@ -34,6 +34,15 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Polls `condition` every few ms until it holds; fails with `what` after `ms`. */
+export async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(2);
+  }
+}
+
 /**
  * A helper script (in `tests/helpers/`) running in its own Deno process with only the
  * native library allowed. `--no-prompt` turns any other access into an immediate error
