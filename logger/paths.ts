@@ -1,0 +1,48 @@
+/** Turns the LOG… arguments of replay and export into log files: files as given, run dirs expanded. */
+import { UserError } from "../cli/args.ts";
+
+const LOG_FILE = /^gsw-(\d+)\.gswlog$/;
+
+/**
+ * The log files named by `args`, in order: a file as it is, a run directory as its
+ * `gsw-NNNN.gswlog` files by number. Throws a one-line UserError for a missing or empty one.
+ */
+export async function logFiles(args: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const arg of args) {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(arg);
+    } catch (e) {
+      const why = e instanceof Deno.errors.NotFound
+        ? "no such file or directory"
+        : (e as Error).message;
+      throw new UserError(`cannot open log ${arg}: ${why}`);
+    }
+    if (!info.isDirectory) {
+      out.push(arg);
+      continue;
+    }
+    const found: { n: number; path: string }[] = [];
+    for await (const entry of Deno.readDir(arg)) {
+      const m = LOG_FILE.exec(entry.name);
+      if (m && entry.isFile) found.push({ n: Number(m[1]), path: `${arg}/${entry.name}` });
+    }
+    if (found.length === 0) throw new UserError(`${arg} holds no gsw-NNNN.gswlog files`);
+    out.push(...found.sort((a, b) => a.n - b.n).map((f) => f.path));
+  }
+  return out;
+}
+
+/** Total size of `files` in bytes (for progress), 0 for any that cannot be read. */
+export async function totalSize(files: readonly string[]): Promise<number> {
+  let n = 0;
+  for (const f of files) {
+    try {
+      n += (await Deno.stat(f)).size;
+    } catch {
+      // The reader reports it.
+    }
+  }
+  return n;
+}
