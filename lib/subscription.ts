@@ -1,0 +1,793 @@
+/**
+ * Live measurement values for applications: `subscribe()` asks the broker(s) serving the
+ * named measurements for channels, then reads them straight from shared memory, waiting with
+ * one waitset per subscription (one async wait at a time, or a synchronous wait in a
+ * dedicated worker), and reconnects on its own when a broker restarts.
+ */
+import { decodeRaw, type RawValue, toEngineering } from "../config/decode.ts";
+import type { Measurement } from "../config/types.ts";
+import {
+  type ChannelsReply,
+  encode,
+  type ErrorCode,
+  type ErrorReply,
+  MAX_CONTROL_MESSAGE,
+  parseReply,
+  PROTOCOL_VERSION,
+  ProtocolError,
+} from "../control/protocol.ts";
+import { brokerSocket, measurementBrokerSocket, resolveRunDir } from "../control/rundir.ts";
+import {
+  closeFd,
+  GswError,
+  HANGUP,
+  READABLE,
+  type Sample,
+  type SegmentFds,
+  SegmentReader,
+  UnixConnection,
+  Waitset,
+} from "../ffi/mod.ts";
+import { noBrokerMessage, SubscribeError } from "./errors.ts";
+
+/** A measurement's engineering value: an enum label, a converted number, or the raw value. */
+export type Value = RawValue;
+
+/** One new value of a followed measurement. */
+export interface Update {
+  /** The measurement's key in the config. */
+  measurement: string;
+  /** Its display name (the key when the config gives none). */
+  name: string;
+  /** Engineering value: converted number, enum label, or the raw value when neither applies. */
+  value: Value;
+  /** The raw value as sent (integers wider than 48 bits are bigints). */
+  raw: RawValue;
+  /** Unit of `value`, if the config gives one. */
+  unit: string | undefined;
+  /** decom's sequence number for this measurement: one more per value it published. */
+  seq: number;
+  /** When decom received the packet (CLOCK_REALTIME, ns since the epoch). */
+  timestampNs: bigint;
+  /** Values of this measurement published since the previous update delivered, never seen. */
+  skipped: number;
+  /**
+   * Present (true) when the value may no longer be current: its broker is away (from
+   * `latest()`), or it is older than three expected update periods of the measurement.
+   */
+  stale?: true;
+}
+
+/** What happened to the link with a broker (for status lines; never needed for values). */
+export interface LinkStatus {
+  /** The broker socket. */
+  broker: string;
+  connected: boolean;
+  /** One line for people: "broker went away; reconnecting", "reconnected". */
+  message: string;
+}
+
+export interface SubscribeOptions {
+  /** The run directory holding the broker sockets (default: as every gsw process finds it). */
+  runDir?: string;
+  /** At most this many updates per second per measurement; the broker sends the newest. */
+  maxRateHz?: number;
+  /** Reconnect when a broker goes away and comes back (default true). */
+  reconnect?: boolean;
+  /** Aborting it closes the subscription (a pending iteration ends). */
+  signal?: AbortSignal;
+  /** Called when a broker goes away or comes back. */
+  onStatus?: (status: LinkStatus) => void;
+  /** Who is asking, as brokers log it (default "library"). */
+  client?: string;
+}
+
+/** How often a subscription tries a broker that went away (updates resume within 1 s). */
+export const RETRY_MS = 150;
+/** How long a broker may take to answer a subscription before it counts as absent. */
+const REPLY_TIMEOUT_MS = 2000;
+/** After a broker says it is overloaded (`too-many`, `internal`), try again this much later. */
+const BUSY_RETRY_MS = 1000;
+/** `latest()` looks for hung-up brokers at most this often (it never waits). */
+const LINK_CHECK_MS = 100;
+/** An update older than this many expected periods is stale. */
+const STALE_PERIODS = 3;
+/** …but never stale within this long: scheduling jitter is not staleness. */
+const STALE_FLOOR_MS = 50;
+/** Waitset tokens of descriptors the owner adds (`watchFd`), above every link's tokens. */
+const TOKEN_EXTRA = 0x4000_0000;
+
+/** Broker answers that no retry can fix. */
+const FATAL: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "version",
+  "bad-request",
+  "unknown-measurement",
+  "config-mismatch",
+  "not-allowed",
+]);
+
+/** One measurement the subscription follows. */
+interface Followed {
+  /** The name or key as the caller wrote it (what brokers are asked for). */
+  request: string;
+  /** Its description from the broker (set once a broker answered). */
+  spec: Measurement | undefined;
+  link: Link | undefined;
+  channel: number;
+  /** Newest value taken from the channel (kept while the broker is away). */
+  last: Update | undefined;
+  /** Sequence number of the last update delivered by iteration or `next()` (0: none). */
+  deliveredSeq: number;
+}
+
+type LinkState = "connecting" | "live" | "down";
+
+/** One connection to one broker socket and the segment it handed over. */
+interface Link {
+  id: number;
+  path: string;
+  followed: Followed[];
+  conn: UnixConnection | null;
+  reader: SegmentReader | null;
+  /** Channel index → measurement. */
+  byChannel: Followed[];
+  state: LinkState;
+  /** When the request was sent (connecting) or the next attempt is due (down); ms. */
+  at: number;
+  /** Made after an outage: its first reply is a reconnection worth reporting. */
+  after: boolean;
+}
+
+const bellToken = (l: Link) => l.id * 2;
+const connToken = (l: Link) => l.id * 2 + 1;
+
+function isAbsent(e: unknown): boolean {
+  return e instanceof GswError &&
+    ["ENOENT", "ECONNREFUSED", "ENOTDIR", "ENOTSOCK", "EPROTOTYPE"].includes(e.errno);
+}
+
+/**
+ * Values of one or more measurements as they are published. Iterate it (`for await`), read
+ * the newest value of any measurement at any time (`latest`), or block a dedicated worker
+ * until the next update (`next`). Close it (or declare it with `using`) to release its
+ * descriptors and shared memory.
+ */
+export class Subscription implements AsyncIterable<Update>, Disposable {
+  readonly #runDir: string;
+  readonly #maxRateHz: number;
+  readonly #reconnect: boolean;
+  readonly #client: string;
+  readonly #onStatus: ((s: LinkStatus) => void) | undefined;
+  readonly #signal: AbortSignal | undefined;
+  readonly #onAbort = () => this.close();
+  readonly #ws: Waitset;
+  readonly #buf = new Uint8Array(MAX_CONTROL_MESSAGE);
+  /** Every followed measurement, by each string it may be asked for by (request, key, name). */
+  readonly #byName = new Map<string, Followed>();
+  readonly #followed: Followed[] = [];
+  #links: Link[] = [];
+  #nextLinkId = 1;
+  /** Updates taken but not yet delivered: at most one (the newest) per measurement. */
+  readonly #queue = new Map<Followed, Update>();
+  #inflight: Promise<void> | null = null;
+  #fatal: SubscribeError | null = null;
+  #nextLinkCheck = 0;
+  #closed = false;
+
+  /** Use `subscribe()`. */
+  constructor(names: readonly string[], options: SubscribeOptions = {}) {
+    if (names.length === 0) throw new TypeError("subscribe needs at least one measurement name");
+    const rate = options.maxRateHz;
+    if (rate !== undefined && !(rate >= 0 && Number.isFinite(rate))) {
+      throw new RangeError(`maxRateHz must be a number >= 0, not ${rate}`);
+    }
+    options.signal?.throwIfAborted();
+    this.#runDir = options.runDir ?? resolveRunDir();
+    this.#maxRateHz = rate ?? 0;
+    this.#reconnect = options.reconnect ?? true;
+    this.#client = options.client ?? "library";
+    this.#onStatus = options.onStatus;
+    for (const request of new Set(names)) {
+      const f: Followed = {
+        request,
+        spec: undefined,
+        link: undefined,
+        channel: -1,
+        last: undefined,
+        deliveredSeq: 0,
+      };
+      this.#followed.push(f);
+      this.#byName.set(request, f);
+    }
+    this.#ws = new Waitset();
+    try {
+      this.#connectFirst();
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    this.#signal = options.signal;
+    this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /** The run directory whose brokers this subscription talks to. */
+  get runDir(): string {
+    return this.#runDir;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Whether every followed measurement's broker is connected now. Never waits. */
+  get connected(): boolean {
+    this.#housekeep();
+    return !this.#closed && this.#links.every((l) => l.state === "live");
+  }
+
+  /** The followed measurements as their brokers describe them, in subscription order. */
+  get measurements(): Measurement[] {
+    return this.#followed.map((f) => f.spec!);
+  }
+
+  /** The config description of a followed measurement (by key or name), from its broker. */
+  describe(name?: string): Measurement | undefined {
+    return this.#find(name, "describe").spec;
+  }
+
+  /**
+   * The newest value of a followed measurement (by key or name; optional when only one is
+   * followed), or undefined before its first value. Never waits: it takes the value straight
+   * from shared memory. While its broker is away it returns the last value, marked stale.
+   * Taking a value here does not hide it from iteration or `next()`.
+   */
+  latest(name?: string): Update | undefined {
+    const f = this.#find(name, "latest");
+    if (this.#closed) return f.last && this.#withStale(f, f.last, false);
+    this.#housekeep();
+    const link = f.link;
+    if (link?.state === "live") {
+      const sample = link.reader!.take(f.channel);
+      if (sample) this.#accept(f, sample);
+    }
+    return f.last && this.#withStale(f, f.last, link?.state === "live");
+  }
+
+  /**
+   * Blocks the calling thread until the next update (of any followed measurement) or until
+   * `timeoutMs` passes (default: forever); undefined on timeout or once closed. For a
+   * dedicated Worker or process: it wakes at native speed but stops the event loop meanwhile.
+   * Throws SubscribeError when a broker refuses a reconnection, or went away and
+   * `reconnect` is off.
+   */
+  next(timeoutMs?: number): Update | undefined {
+    const got = this.#nextSync(timeoutMs ?? -1, false);
+    return got === WOKEN ? undefined : got;
+  }
+
+  /**
+   * `next()` that also returns `WOKEN` when a descriptor added with `watchFd` becomes
+   * readable (e.g. `watchSignals()` in a CLI). For gsw's own commands.
+   */
+  nextOrWake(timeoutMs: number): Update | undefined | typeof WOKEN {
+    return this.#nextSync(timeoutMs, true);
+  }
+
+  /** Adds a descriptor (owned by the caller) whose readiness `nextOrWake` reports. */
+  watchFd(fd: number, slot = 0): void {
+    this.#ws.add(fd, TOKEN_EXTRA + slot, READABLE);
+  }
+
+  /**
+   * Updates as they arrive, across all followed measurements: each is the newest value of
+   * its measurement when delivered (`skipped` says how many were missed). One async wait on
+   * Deno's blocking pool serves the whole subscription; everything ready is taken per wake.
+   * Ends when the subscription is closed; leaving the loop early does not close it.
+   */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Update, void, undefined> {
+    for (;;) {
+      const u = this.#shift();
+      if (u) {
+        yield u;
+        continue;
+      }
+      if (this.#closed) return;
+      if (this.#fatal) throw this.#fatal;
+      await (this.#inflight ??= this.#waitAsync().finally(() => this.#inflight = null));
+    }
+  }
+
+  /** Releases every descriptor and mapping; a pending iteration ends, `next()` returns undefined. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    for (const l of this.#links) this.#release(l);
+    this.#links = [];
+    this.#queue.clear();
+    // A wait in progress on the blocking pool is cancelled; the waitset is freed after it.
+    this.#ws?.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  // -- delivering --------------------------------------------------------------------------
+
+  #find(name: string | undefined, what: string): Followed {
+    if (name === undefined) {
+      if (this.#followed.length === 1) return this.#followed[0];
+      throw new TypeError(
+        `${what}() needs a measurement name: this subscription follows ${this.#followed.length}`,
+      );
+    }
+    const f = this.#byName.get(name);
+    if (!f) {
+      const known = this.#followed.map((x) => x.request).join(", ");
+      throw new RangeError(`this subscription does not follow "${name}" (it follows ${known})`);
+    }
+    return f;
+  }
+
+  #shift(): Update | undefined {
+    for (const [f, u] of this.#queue) {
+      this.#queue.delete(f);
+      f.deliveredSeq = u.seq;
+      return u;
+    }
+    return undefined;
+  }
+
+  /** Records a value taken from a channel; it becomes the next update of its measurement. */
+  #accept(f: Followed, s: Sample): void {
+    const spec = f.spec!;
+    const last = f.last;
+    // A broker we reconnected to first sends the value it holds, which may be the one we
+    // already have: not an update.
+    if (last && s.seq === last.seq && s.timestampNs === last.timestampNs) return;
+    const base = f.deliveredSeq;
+    // A sequence number that goes back means decom restarted: nothing was skipped.
+    const skipped = base > 0 && s.seq > base ? s.seq - base - 1 : 0;
+    const raw = decodeRaw(spec, s.bytes);
+    const u: Update = {
+      measurement: spec.key,
+      name: spec.name,
+      value: toEngineering(spec, raw),
+      raw,
+      unit: spec.unit,
+      seq: s.seq,
+      timestampNs: s.timestampNs,
+      skipped,
+    };
+    if (this.#aged(spec, s.timestampNs)) u.stale = true;
+    f.last = u;
+    // Latest-value semantics: a newer value replaces an undelivered one, and moves to the
+    // back so updates come out roughly in arrival order.
+    this.#queue.delete(f);
+    this.#queue.set(f, u);
+  }
+
+  /** Older than three expected periods (at the rate the broker sends it to us)? */
+  #aged(spec: Measurement, timestampNs: bigint): boolean {
+    let hz = spec.expectedRateHz;
+    if (!hz) return false;
+    if (this.#maxRateHz > 0) hz = Math.min(hz, this.#maxRateHz);
+    const limitMs = Math.max(STALE_FLOOR_MS, (STALE_PERIODS * 1000) / hz);
+    return Date.now() - Number(timestampNs / 1_000_000n) > limitMs;
+  }
+
+  #withStale(f: Followed, u: Update, live: boolean): Update {
+    const stale = !live || this.#aged(f.spec!, u.timestampNs);
+    if (stale === (u.stale === true)) return u;
+    if (stale) return { ...u, stale: true };
+    const { stale: _, ...fresh } = u;
+    return fresh;
+  }
+
+  /** Takes every new value of every connected link. */
+  #drain(): void {
+    for (const l of this.#links) if (l.state === "live") this.#drainLink(l);
+  }
+
+  #drainLink(l: Link): void {
+    l.reader!.takePending((s) => this.#accept(l.byChannel[s.channel], s));
+  }
+
+  // -- waiting -----------------------------------------------------------------------------
+
+  /** One async wait: take what is ready, or sleep on the waitset until something is. */
+  async #waitAsync(): Promise<void> {
+    this.#service(performance.now());
+    this.#drain();
+    if (this.#queue.size > 0 || this.#fatal || this.#closed) return;
+    const ready = await this.#ws.wait(this.#waitTimeout(-1));
+    if (this.#closed) return;
+    this.#handle(ready);
+    this.#drain();
+  }
+
+  #nextSync(timeoutMs: number, wake: boolean): Update | undefined | typeof WOKEN {
+    if (this.#inflight) {
+      throw new Error(
+        "next() cannot wait while an async iteration of this subscription is waiting: use one or the other",
+      );
+    }
+    const deadline = timeoutMs < 0 ? Infinity : performance.now() + timeoutMs;
+    for (;;) {
+      const u = this.#shift();
+      if (u) return u;
+      if (this.#closed) return undefined;
+      if (this.#fatal) throw this.#fatal;
+      const now = performance.now();
+      this.#service(now);
+      this.#drain();
+      if (this.#queue.size > 0 || this.#fatal) continue;
+      const left = deadline - now;
+      if (left <= 0) return undefined;
+      const ready = this.#ws.waitSync(
+        this.#waitTimeout(left === Infinity ? -1 : Math.ceil(left)),
+      );
+      if (this.#handle(ready) && wake) return WOKEN;
+    }
+  }
+
+  /** The wait's timeout: the caller's, shortened to the next reconnection chore. */
+  #waitTimeout(callerMs: number): number {
+    let t = callerMs;
+    const now = performance.now();
+    for (const l of this.#links) {
+      const due = l.state === "down"
+        ? l.at
+        : l.state === "connecting"
+        ? l.at + REPLY_TIMEOUT_MS
+        : Infinity;
+      if (due === Infinity) continue;
+      const ms = Math.max(0, Math.ceil(due - now));
+      t = t < 0 ? ms : Math.min(t, ms);
+    }
+    return t;
+  }
+
+  /** Acts on ready tokens; returns whether one of the owner's descriptors was among them. */
+  #handle(ready: { token: number; events: number }[]): boolean {
+    let woken = false;
+    for (const { token, events } of ready) {
+      if (token >= TOKEN_EXTRA) {
+        woken = true;
+        continue;
+      }
+      // Doorbells need nothing here: the drain that follows takes their values.
+      if (token % 2 === 0) continue;
+      const link = this.#links.find((l) => connToken(l) === token);
+      if (link) this.#onConnEvent(link, events);
+    }
+    return woken;
+  }
+
+  // -- links to brokers --------------------------------------------------------------------
+
+  /**
+   * Connects every followed measurement to its broker: the one started for it
+   * (`broker --measurement KEY`) if there is one, else the default broker. Returns the new
+   * links, with requests sent, and the measurements no broker is there for.
+   */
+  #open(followed: Followed[], after: boolean): { links: Link[]; absent: Followed[] } {
+    const conns = new Map<string, UnixConnection | null>();
+    const byPath = new Map<string, Followed[]>();
+    const absent: Followed[] = [];
+    const tryPath = (path: string): boolean => {
+      if (!conns.has(path)) {
+        try {
+          conns.set(path, UnixConnection.connect(path));
+        } catch (e) {
+          if (!isAbsent(e)) {
+            for (const c of conns.values()) c?.close();
+            throw e;
+          }
+          conns.set(path, null);
+        }
+      }
+      return conns.get(path) !== null;
+    };
+    for (const f of followed) {
+      const paths = [measurementBrokerSocket(this.#runDir, f.request), brokerSocket(this.#runDir)];
+      const path = paths.find(tryPath);
+      if (path === undefined) absent.push(f);
+      else byPath.set(path, [...(byPath.get(path) ?? []), f]);
+    }
+    const links: Link[] = [];
+    for (const [path, fs] of byPath) {
+      const conn = conns.get(path)!;
+      conns.delete(path);
+      const link: Link = {
+        id: this.#nextLinkId++,
+        path,
+        followed: fs,
+        conn,
+        reader: null,
+        byChannel: [],
+        state: "connecting",
+        at: performance.now(),
+        after,
+      };
+      links.push(link);
+      for (const f of fs) f.link = link;
+      const request = encode({
+        v: PROTOCOL_VERSION,
+        op: "subscribe",
+        measurements: fs.map((f) => f.request),
+        maxRateHz: this.#maxRateHz || undefined,
+        client: this.#client,
+      });
+      this.#ws.add(conn.fd, connToken(link), READABLE);
+      if (!conn.send(request)) this.#down(link, "the broker is not reading its socket");
+    }
+    for (const c of conns.values()) c?.close();
+    return { links, absent };
+  }
+
+  /** The first connection: everything must be served, or the caller hears why not. */
+  #connectFirst(): void {
+    const { links, absent } = this.#open(this.#followed, false);
+    this.#links = links;
+    if (absent.length > 0) {
+      throw new SubscribeError(
+        "no-broker",
+        noBrokerMessage(brokerSocket(this.#runDir)),
+        brokerSocket(this.#runDir),
+      );
+    }
+    const deadline = performance.now() + REPLY_TIMEOUT_MS;
+    while (this.#links.some((l) => l.state === "connecting")) {
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        const l = this.#links.find((l) => l.state === "connecting")!;
+        throw new SubscribeError(
+          "no-reply",
+          `the broker at ${l.path} did not answer within ${REPLY_TIMEOUT_MS} ms: is it stuck? restart it`,
+          l.path,
+        );
+      }
+      this.#handle(this.#ws.waitSync(Math.ceil(left)));
+      if (this.#fatal) throw this.#fatal;
+      const down = this.#links.find((l) => l.state === "down");
+      if (down) {
+        throw new SubscribeError(
+          "no-broker",
+          `the broker at ${down.path} hung up before answering: is it shutting down? ${
+            noBrokerMessage(down.path).replace(/^no broker at \S+: /, "")
+          }`,
+          down.path,
+        );
+      }
+    }
+  }
+
+  #onConnEvent(link: Link, events: number): void {
+    if (!link.conn) return;
+    if (events & READABLE) {
+      let got;
+      try {
+        got = link.conn.recv(this.#buf);
+      } catch (e) {
+        this.#down(link, `unreadable message from the broker: ${(e as Error).message}`);
+        return;
+      }
+      if (got === "closed") {
+        this.#down(link, "the broker went away");
+        return;
+      }
+      if (got !== null) {
+        if (link.state === "connecting") this.#onReply(link, got.length, got.fds);
+        // Brokers send nothing unasked; anything else is ignored (and its descriptors closed).
+        else got.fds.forEach(closeFd);
+        return;
+      }
+    }
+    if (events & HANGUP) this.#down(link, "the broker went away");
+  }
+
+  #onReply(link: Link, length: number, fds: number[]): void {
+    let reply;
+    try {
+      reply = parseReply(this.#buf.subarray(0, length));
+    } catch (e) {
+      fds.forEach(closeFd);
+      const r = e instanceof ProtocolError ? e.reply : undefined;
+      this.#refused(link, r ?? { v: 1, ok: false, error: "bad-request", message: String(e) });
+      return;
+    }
+    if (!reply.ok) {
+      fds.forEach(closeFd);
+      this.#refused(link, reply);
+      return;
+    }
+    if (!("channels" in reply) || fds.length !== 3) {
+      fds.forEach(closeFd);
+      this.#refused(link, {
+        v: 1,
+        ok: false,
+        error: "bad-request",
+        message: "its reply carries no channels (is another program listening there?)",
+      });
+      return;
+    }
+    let reader: SegmentReader;
+    try {
+      reader = SegmentReader.attach(fds as SegmentFds);
+    } catch (e) {
+      if (!link.after) throw e;
+      this.#down(link, `could not attach: ${(e as Error).message}`);
+      return;
+    }
+    link.reader = reader;
+    this.#map(link, reply);
+    this.#ws.add(reader.doorbellFd, bellToken(link), READABLE);
+    link.state = "live";
+    if (link.after) {
+      this.#onStatus?.({ broker: link.path, connected: true, message: "reconnected" });
+    }
+  }
+
+  /** Ties each channel of a reply to the followed measurement it carries. */
+  #map(link: Link, reply: ChannelsReply): void {
+    link.byChannel = [];
+    for (const ch of reply.channels) {
+      const m = ch.measurement;
+      if (!m) continue;
+      const f = link.followed.find((x) => x.request === m.key || x.request === m.name);
+      if (!f) continue;
+      // A new description (the broker may run a newer config) keeps the values we have.
+      f.spec = m;
+      f.channel = ch.channel;
+      link.byChannel[ch.channel] = f;
+      this.#byName.set(m.key, f).set(m.name, f);
+      // Asked for by key and by name: the broker serves it once; both names read it.
+      for (const g of link.followed) {
+        if (g !== f && (g.request === m.key || g.request === m.name)) {
+          g.spec = m;
+          this.#followed.splice(this.#followed.indexOf(g), 1);
+          this.#byName.set(g.request, f);
+        }
+      }
+    }
+    link.followed = link.followed.filter((f) => this.#followed.includes(f));
+    const missing = link.followed.find((f) => link.byChannel[f.channel] !== f);
+    if (missing) {
+      throw new SubscribeError(
+        "bad-request",
+        `the broker at ${link.path} did not hand over a channel for "${missing.request}"`,
+        link.path,
+      );
+    }
+  }
+
+  #refused(link: Link, reply: ErrorReply): void {
+    const fatal = FATAL.has(reply.error) || !link.after;
+    let message = reply.message;
+    if (reply.suggestion && !message.includes(reply.suggestion)) {
+      message += ` (did you mean "${reply.suggestion}"?)`;
+    }
+    const error = new SubscribeError(reply.error, message, link.path, reply.suggestion);
+    this.#release(link);
+    link.state = "down";
+    if (fatal) {
+      this.#fatal ??= error;
+      link.at = Infinity;
+      return;
+    }
+    link.at = performance.now() + BUSY_RETRY_MS;
+  }
+
+  /** Closes a link's connection and segment (its values stay in `Followed.last`). */
+  #release(link: Link): void {
+    if (link.reader) {
+      try {
+        this.#ws.remove(link.reader.doorbellFd);
+      } catch {
+        // Not in the set (or the set is closing): closing the reader is what matters.
+      }
+      link.reader.close();
+      link.reader = null;
+    }
+    if (link.conn) {
+      try {
+        this.#ws.remove(link.conn.fd);
+      } catch {
+        // As above.
+      }
+      link.conn.close();
+      link.conn = null;
+    }
+  }
+
+  /** A link lost its broker: keep the values, and try again soon (or give up if asked to). */
+  #down(link: Link, why: string): void {
+    const wasLive = link.state === "live";
+    // Values published before the hang-up are still in shared memory: keep them.
+    if (link.reader) this.#drainLink(link);
+    this.#release(link);
+    link.state = "down";
+    link.at = performance.now() + RETRY_MS;
+    if (!link.after && !wasLive) return; // first connection: #connectFirst reports it
+    if (!this.#reconnect) {
+      link.at = Infinity;
+      this.#fatal ??= new SubscribeError(
+        "broker-gone",
+        `the broker at ${link.path} went away (${why}) and reconnecting is off`,
+        link.path,
+      );
+    }
+    if (wasLive) {
+      this.#onStatus?.({
+        broker: link.path,
+        connected: false,
+        message: `${why}; keeping the last values, reconnecting every ${RETRY_MS} ms`,
+      });
+    }
+  }
+
+  /**
+   * For callers that never wait (`latest()`, `connected`): notices hung-up brokers and
+   * reconnects, at most every LINK_CHECK_MS so that reading stays a few atomic operations.
+   */
+  #housekeep(): void {
+    const now = performance.now();
+    if (this.#closed || now < this.#nextLinkCheck) return;
+    this.#nextLinkCheck = now + LINK_CHECK_MS;
+    // An async wait in progress reports hang-ups itself.
+    if (!this.#inflight) {
+      for (const l of [...this.#links]) {
+        if (l.state !== "down" && l.conn) this.#onConnEvent(l, READABLE);
+      }
+    }
+    this.#service(now);
+  }
+
+  /** Retries links whose broker went away, and gives up on replies that never came. */
+  #service(now: number): void {
+    if (this.#closed || !this.#reconnect) return;
+    for (const l of [...this.#links]) {
+      if (l.state === "connecting" && now >= l.at + REPLY_TIMEOUT_MS) {
+        this.#down(l, "the broker did not answer");
+      }
+      if (l.state !== "down" || now < l.at) continue;
+      let opened;
+      try {
+        opened = this.#open(l.followed, true);
+      } catch (e) {
+        // Not "absent" (EMFILE, EACCES…): keep the values and keep trying, slower.
+        l.at = now + BUSY_RETRY_MS;
+        if (!(e instanceof GswError)) throw e;
+        continue;
+      }
+      const { links, absent } = opened;
+      const i = this.#links.indexOf(l);
+      if (absent.length === 0) {
+        this.#links.splice(i, 1, ...links);
+      } else {
+        // Keep the unresolved ones on the old link, which stays down until the next try.
+        l.followed = absent;
+        for (const f of absent) f.link = l;
+        l.at = now + RETRY_MS;
+        this.#links.splice(i + 1, 0, ...links);
+      }
+    }
+  }
+}
+
+/** Returned by `nextOrWake` when one of the owner's descriptors became readable. */
+export const WOKEN: unique symbol = Symbol("woken");
+
+/**
+ * Subscribes to one or more measurements (config keys or names). Connects synchronously:
+ * throws SubscribeError at once if no broker is running ("no-broker") or a name is unknown
+ * ("unknown-measurement", with the broker's did-you-mean in `suggestion`).
+ */
+export function subscribe(
+  names: string | readonly string[],
+  options?: SubscribeOptions,
+): Subscription {
+  return new Subscription(typeof names === "string" ? [names] : names, options);
+}

@@ -1,0 +1,21 @@
+/**
+ * gsw's public library: live telemetry values for applications. `subscribe()` follows one or
+ * more measurements through the broker and reads them from shared memory; see
+ * `docs/library.md`.
+ *
+ * @module
+ */
+export {
+  type LinkStatus,
+  RETRY_MS,
+  subscribe,
+  type SubscribeOptions,
+  Subscription,
+  type Update,
+  type Value,
+  WOKEN,
+} from "./lib/subscription.ts";
+export { SubscribeError, type SubscribeErrorCode } from "./lib/errors.ts";
+export type { Limits, Measurement, MeasurementType } from "./config/types.ts";
+export { formatValue, type LimitState, limitState, type RawValue } from "./config/decode.ts";
+export { resolveRunDir } from "./control/rundir.ts";
