@@ -119,14 +119,21 @@ const textDecoder = new TextDecoder();
 const messageBuf = new Uint8Array(1024);
 const nameBuf = new Uint8Array(32);
 
-/** The GswError for a negative result of a native call made while doing `op`. */
-export function nativeError(ret: number, op: string): GswError {
+/**
+ * The GswError for a negative result of a native call made while doing `op`. The library
+ * keeps the message per thread; a call that ran on Deno's blocking pool (`nonblocking: true`)
+ * passes `message`, read from where that call left it, instead.
+ */
+export function nativeError(ret: number, op: string, message?: string): GswError {
   const sym = native();
   const code = -ret;
   const nameLen = sym.gsw_error_name(code, nameBuf, BigInt(nameBuf.length));
   const errno = textDecoder.decode(nameBuf.subarray(0, Math.min(nameLen, nameBuf.length)));
-  const msgLen = sym.gsw_last_error(messageBuf, BigInt(messageBuf.length));
-  const detail = textDecoder.decode(messageBuf.subarray(0, Math.min(msgLen, messageBuf.length)));
+  let detail = message;
+  if (detail === undefined) {
+    const msgLen = sym.gsw_last_error(messageBuf, BigInt(messageBuf.length));
+    detail = textDecoder.decode(messageBuf.subarray(0, Math.min(msgLen, messageBuf.length)));
+  }
   const hint = HINTS[errno] ? ` (${HINTS[errno]})` : "";
   return new GswError(code, errno, `${op}: ${detail || errno}${hint}`);
 }
@@ -141,6 +148,11 @@ export function check(ret: number, op: string): number {
 export function checkPtr(ptr: Deno.PointerValue, op: string): Deno.PointerObject {
   if (ptr === null) throw nativeError(-native().gsw_last_error_code(), op);
   return ptr;
+}
+
+/** Decodes the first `length` bytes a native call wrote into `buf` (clamped to it). */
+export function decodeNative(buf: Uint8Array, length: number): string {
+  return textDecoder.decode(buf.subarray(0, Math.min(Math.max(length, 0), buf.length)));
 }
 
 /** UTF-8 bytes of a string, for path and address parameters. */

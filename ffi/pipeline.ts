@@ -62,6 +62,10 @@ export class Extractor extends NativeObject {
     types: Uint32Array,
     n: number,
   ): number {
+    // The native side trusts `n` for the length of `types`: check it here.
+    if (!(n >= 0 && n <= types.length)) {
+      throw new RangeError(`publishBatch: ${n} datagrams but ${types.length} packet types`);
+    }
     return check(
       native().gsw_extractor_publish_batch(
         this.handle,

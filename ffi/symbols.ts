@@ -33,7 +33,7 @@ export const symbols = {
   gsw_writer_free: { parameters: ["pointer"], result: "void" },
   // int32_t gsw_writer_fds(const SegmentWriter *w, int32_t out[3])
   gsw_writer_fds: { parameters: ["pointer", "buffer"], result: "i32" },
-  // int32_t gsw_writer_release_fds(SegmentWriter *w)
+  // int32_t gsw_writer_release_fds(const SegmentWriter *w)
   gsw_writer_release_fds: { parameters: ["pointer"], result: "i32" },
   // int32_t gsw_writer_publish(const SegmentWriter *w, uint32_t ch, const uint8_t *data,
   //                            uint32_t len, uint64_t seq, uint64_t timestamp_ns)
@@ -87,6 +87,8 @@ export const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  // int32_t gsw_waitset_last_error(const Waitset *ws, uint8_t *buf, size_t cap)
+  gsw_waitset_last_error: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
   // int32_t gsw_waitset_cancel(const Waitset *ws)
   gsw_waitset_cancel: { parameters: ["pointer"], result: "i32" },
 
@@ -131,7 +133,8 @@ export const symbols = {
   },
   // int32_t gsw_batch_send(Batch *b, int fd, const uint8_t *buf, uint32_t buf_len,
   //                        const uint32_t *lens, uint32_t n, const uint8_t *ip,
-  //                        uint32_t ip_len, uint16_t port, const uint16_t *ports)
+  //                        uint32_t ip_len, uint16_t port, const uint16_t *ports,
+  //                        uint32_t ports_len)
   gsw_batch_send: {
     parameters: [
       "pointer",
@@ -144,6 +147,7 @@ export const symbols = {
       "u32",
       "u16",
       "buffer",
+      "u32",
     ],
     result: "i32",
   },

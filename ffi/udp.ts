@@ -129,6 +129,7 @@ export class Batch extends NativeObject {
       addr.byteLength,
       port,
       ports ?? null,
+      ports?.length ?? 0,
     );
     return check(r, `sending datagrams to ${ip}`);
   }

@@ -4,7 +4,7 @@
  * `waitSync()` blocks the thread instead, for dedicated workers.
  */
 import { NativeObject } from "./handle.ts";
-import { check, checkPtr, native } from "./library.ts";
+import { check, checkPtr, decodeNative, native, nativeError } from "./library.ts";
 
 /** Readiness bits, as in `ffi/src/waitset.rs`. */
 export const READABLE = 1;
@@ -68,11 +68,18 @@ export class Waitset extends NativeObject {
       if (this.#closing) super.close();
     }
     if (this.closed) return [];
-    return this.#collect(check(n, "waitset wait"));
+    if (n < 0) {
+      // The wait ran on a pool thread, so its message is kept with the waitset, not ours.
+      const buf = new Uint8Array(1024);
+      const len = native().gsw_waitset_last_error(this.handle, buf, BigInt(buf.length));
+      throw nativeError(n, "waitset wait", decodeNative(buf, len));
+    }
+    return this.#collect(n);
   }
 
   /** Blocks this thread until something is ready or `timeoutMs` passes. */
   waitSync(timeoutMs: number): Ready[] {
+    if (this.#pending) throw new Error("an async wait is in progress on this waitset");
     const out = this.#out;
     const n = native().gsw_waitset_wait(this.handle, out, out.byteLength, timeoutMs);
     return this.#collect(check(n, "waitset wait"));

@@ -63,10 +63,18 @@ Deno.test("attach refuses descriptors that are not one gsw segment and closes al
       errno: "EBADLAYOUT",
       message: /channel count 2 \(control says 1\)/,
     },
-    // Refused, but with EPERM from mmap rather than a clear error: see
-    // ffi_known_bugs_test.ts ("two data memfds …").
-    { name: "two data memfds", fds: [aData, bData, bBell], errno: null, message: /mmap/ },
-    { name: "data and control swapped", fds: [aCtrl, aData, aBell], errno: null, message: /mmap/ },
+    {
+      name: "two data memfds",
+      fds: [aData, bData, bBell],
+      errno: "EBADMAGIC",
+      message: /the control descriptor is not a gsw control segment/,
+    },
+    {
+      name: "data and control swapped",
+      fds: [aCtrl, aData, aBell],
+      errno: "EBADMAGIC",
+      message: /the data descriptor is not a gsw data segment/,
+    },
   ];
   for (const c of cases) {
     const fdsBefore = fdCount();

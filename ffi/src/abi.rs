@@ -264,14 +264,12 @@ pub unsafe extern "C" fn gsw_writer_fds(w: *const SegmentWriter, out: *mut i32) 
 /// Closes the writer's copies of the two memfds once the reader has them.
 ///
 /// # Safety
-/// `w` must be a live writer handle with no other reference in use on another thread.
+/// `w` a live writer handle.
 #[no_mangle]
-pub unsafe extern "C" fn gsw_writer_release_fds(w: *mut SegmentWriter) -> i32 {
+pub unsafe extern "C" fn gsw_writer_release_fds(w: *const SegmentWriter) -> i32 {
     boundary(|| {
-        // SAFETY: per this function's contract, nothing else borrows the writer now; the
-        // mutation only drops two owned descriptors.
-        let w = unsafe { obj_mut(w)? };
-        w.release_fds();
+        // SAFETY: per this function's contract.
+        unsafe { obj(w)? }.release_fds();
         Ok(0)
     }) as i32
 }
@@ -361,6 +359,19 @@ pub extern "C" fn gsw_reader_attach(
     doorbell_fd: RawFd,
 ) -> *mut SegmentReader {
     boundary_ptr(|| {
+        if data_fd == ctrl_fd || data_fd == doorbell_fd || ctrl_fd == doorbell_fd {
+            // Adopting one descriptor twice would close it twice; close each number once.
+            let mut distinct = vec![data_fd, ctrl_fd, doorbell_fd];
+            distinct.sort_unstable();
+            distinct.dedup();
+            for fd in distinct.into_iter().filter(|&fd| fd >= 0) {
+                // SAFETY: the caller handed these descriptors over; each is closed once.
+                unsafe { libc::close(fd) };
+            }
+            return Err(Error::arg(
+                "a segment needs three different descriptors (data, control, doorbell)",
+            ));
+        }
         // SAFETY: the caller hands over these descriptors (received with SCM_RIGHTS).
         let (d, c, e) = unsafe {
             (
@@ -628,12 +639,39 @@ pub unsafe extern "C" fn gsw_waitset_wait(
             events: 0,
         }; 256];
         let cap = (out.len() / 8).min(ready.len());
-        let n = ws.wait(&mut ready[..cap.max(1)], timeout_ms)?;
+        // A wait may run on a pool thread (Deno's nonblocking calls): keep its error with the
+        // waitset too, where the thread that awaits the result can read it.
+        let n = ws
+            .wait(&mut ready[..cap.max(1)], timeout_ms)
+            .inspect_err(|e| {
+                ws.set_last_error(e.clone());
+            })?;
         for (i, r) in ready[..n.min(cap)].iter().enumerate() {
             out[i * 8..i * 8 + 4].copy_from_slice(&r.token.to_le_bytes());
             out[i * 8 + 4..i * 8 + 8].copy_from_slice(&r.events.to_le_bytes());
         }
         Ok(n.min(cap) as i64)
+    }) as i32
+}
+
+/// Copies the message of the last failed wait on this waitset (from whichever thread it
+/// ran on) into `buf`; returns its full length.
+///
+/// # Safety
+/// `ws` a live waitset handle; `buf` `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_waitset_last_error(
+    ws: *const Waitset,
+    buf: *mut u8,
+    cap: usize,
+) -> i32 {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        let (ws, out) = unsafe { (obj(ws)?, bytes_mut(buf, cap)?) };
+        let msg = ws.last_error().message;
+        let n = msg.len().min(out.len());
+        out[..n].copy_from_slice(&msg.as_bytes()[..n]);
+        Ok(msg.len() as i64)
     }) as i32
 }
 
@@ -873,6 +911,14 @@ pub unsafe extern "C" fn gsw_unix_recv(
             Received::Empty => Ok(-(libc::EAGAIN as i64)),
             Received::Closed => Ok(0),
             Received::Message(n, received) => {
+                if n == 0 {
+                    // gsw never sends empty messages (they read as a hang-up); dropping
+                    // `received` closes the descriptors that came with this one.
+                    return Err(Error::errno(
+                        libc::EBADMSG,
+                        "an empty message carrying descriptors was refused",
+                    ));
+                }
                 if received.len() > max_fds as usize {
                     return Err(Error::errno(
                         libc::EMSGSIZE,
@@ -886,7 +932,7 @@ pub unsafe extern "C" fn gsw_unix_recv(
                     fds_out[i * 4..i * 4 + 4].copy_from_slice(&f.into_raw_fd().to_le_bytes());
                     nfds_out.copy_from_slice(&(i as u32 + 1).to_le_bytes());
                 }
-                Ok(n.max(1) as i64)
+                Ok(n as i64)
             }
         }
     }) as i32
@@ -989,7 +1035,7 @@ pub unsafe extern "C" fn gsw_batch_recv(
 ///
 /// # Safety
 /// `b` a live batch; `buf` `buf_len` bytes; `lens` `n` u32; `ip` `ip_len` bytes; `ports`
-/// null or `n` u16.
+/// null or `ports_len` u16.
 #[no_mangle]
 pub unsafe extern "C" fn gsw_batch_send(
     b: *mut Batch,
@@ -1002,6 +1048,7 @@ pub unsafe extern "C" fn gsw_batch_send(
     ip_len: u32,
     port: u16,
     ports: *const u16,
+    ports_len: u32,
 ) -> i32 {
     boundary(|| {
         // SAFETY: per this function's contract.
@@ -1017,8 +1064,13 @@ pub unsafe extern "C" fn gsw_batch_send(
         let ports = if ports.is_null() {
             None
         } else {
-            // SAFETY: per this function's contract.
-            Some(unsafe { items(ports, n as usize)? })
+            if ports_len < n {
+                return Err(Error::arg(format!(
+                    "{n} datagrams but only {ports_len} destination ports"
+                )));
+            }
+            // SAFETY: per this function's contract, `ports` holds `ports_len` u16.
+            Some(unsafe { items(ports, ports_len as usize)? })
         };
         let ip = std::str::from_utf8(ip)
             .ok()

@@ -109,6 +109,7 @@ pub fn errno_name(code: i32) -> &'static str {
         libc::ENOSYS => "ENOSYS",
         libc::ENOTSOCK => "ENOTSOCK",
         libc::EMSGSIZE => "EMSGSIZE",
+        libc::EBADMSG => "EBADMSG",
         libc::EPROTOTYPE => "EPROTOTYPE",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EADDRINUSE => "EADDRINUSE",

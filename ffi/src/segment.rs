@@ -17,7 +17,7 @@
 use crate::error::{code, Error, Result};
 use crate::protocol::{self, AtomicU64, Ordering};
 use crate::sys::{self, Mapping};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::AtomicU32;
 
@@ -182,7 +182,7 @@ pub struct SegmentWriter {
     chans: Vec<Chan>,
     doorbell: OwnedFd,
     /// The memfds, kept only until handed to the reader.
-    fds: Option<(OwnedFd, OwnedFd)>,
+    fds: RefCell<Option<(OwnedFd, OwnedFd)>>,
     /// Some publish since the last ring found its reader idle.
     ring_owed: Cell<bool>,
     publishes: Cell<u64>,
@@ -267,7 +267,7 @@ impl SegmentWriter {
             ctrl,
             chans,
             doorbell: sys::eventfd()?,
-            fds: Some((data_fd, ctrl_fd)),
+            fds: RefCell::new(Some((data_fd, ctrl_fd))),
             ring_owed: Cell::new(false),
             publishes: Cell::new(0),
             rings: Cell::new(0),
@@ -290,14 +290,15 @@ impl SegmentWriter {
     /// None once released.
     pub fn fds(&self) -> Option<[RawFd; 3]> {
         self.fds
+            .borrow()
             .as_ref()
             .map(|(d, c)| [d.as_raw_fd(), c.as_raw_fd(), self.doorbell.as_raw_fd()])
     }
 
     /// Closes the two memfds once the reader has them (the mappings stay). Keeps a long-lived
     /// link at one descriptor on the writer's side.
-    pub fn release_fds(&mut self) {
-        self.fds = None;
+    pub fn release_fds(&self) {
+        self.fds.replace(None);
     }
 
     pub fn doorbell(&self) -> BorrowedFd<'_> {
@@ -437,6 +438,26 @@ impl SegmentReader {
                     format!("the {what} memfd is not sealed against shrinking and growing; refusing a segment that could fault"),
                 ));
             }
+        }
+        // Check what each descriptor is before mapping: the control memfd is mapped writable,
+        // which the kernel refuses for a data memfd (sealed read-only), and a permission error
+        // would send the operator looking in the wrong place.
+        for (fd, magic, what) in [
+            (&data_fd, DATA_MAGIC, "data"),
+            (&ctrl_fd, CTRL_MAGIC, "control"),
+        ] {
+            if sys::read_u64_at(fd.as_fd(), 0)? != magic {
+                return Err(Error::new(
+                    code::BAD_MAGIC,
+                    format!("the {what} descriptor is not a gsw {what} segment (wrong magic); is the peer a gsw process of this version?"),
+                ));
+            }
+        }
+        if !sys::is_eventfd(doorbell.as_fd()) {
+            return Err(Error::new(
+                code::BAD_LAYOUT,
+                "the doorbell descriptor is not an eventfd; refusing a segment that could never wake its reader properly",
+            ));
         }
         let data = Mapping::map(data_fd.as_fd(), data_len, false)?;
         let ctrl = Mapping::map(ctrl_fd.as_fd(), ctrl_len, true)?;

@@ -245,6 +245,12 @@ pub fn set_buffer(fd: BorrowedFd<'_>, bytes: u32, send: bool) -> Result<()> {
 /// Sends one message with up to [`MAX_FDS`] descriptors attached. Returns None when the
 /// socket's queue is full (the message was not sent).
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8], fds: &[BorrowedFd<'_>]) -> Result<Option<usize>> {
+    if buf.is_empty() {
+        // On a SEQPACKET socket an empty message reads as the end of the connection.
+        return Err(Error::arg(
+            "cannot send an empty message (the peer would read it as a hang-up)",
+        ));
+    }
     if fds.len() > MAX_FDS {
         return Err(Error::arg(format!(
             "at most {MAX_FDS} descriptors per message, not {}",

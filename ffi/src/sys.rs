@@ -85,6 +85,33 @@ pub fn file_size(fd: BorrowedFd<'_>) -> Result<u64> {
     Ok(st.st_size as u64)
 }
 
+/// Reads 8 bytes at `offset` of a file (0 if the file is shorter).
+pub fn read_u64_at(fd: BorrowedFd<'_>, offset: u64) -> Result<u64> {
+    let mut value = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into `value`; `fd` is valid for this call.
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            value.as_mut_ptr() as *mut libc::c_void,
+            8,
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        return Err(Error::last_os(
+            "reading a shared-memory segment's header failed",
+        ));
+    }
+    Ok(u64::from_le_bytes(value))
+}
+
+/// Whether `fd` is an eventfd (as /proc/self/fd names it).
+pub fn is_eventfd(fd: BorrowedFd<'_>) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|target| target.as_os_str() == "anon_inode:[eventfd]")
+        .unwrap_or(false)
+}
+
 /// A shared mapping of a file, unmapped on drop.
 pub struct Mapping {
     ptr: NonNull<u8>,

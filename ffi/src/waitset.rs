@@ -23,6 +23,9 @@ const CANCEL_TOKEN: u64 = u64::MAX;
 pub struct Waitset {
     epoll: OwnedFd,
     cancel: OwnedFd,
+    /// The last failed wait's error, kept here because a wait may run on another thread than
+    /// the one that reads its result.
+    last_error: std::sync::Mutex<Option<Error>>,
 }
 
 /// One ready descriptor: the caller's token and the readiness bits (`events::*`).
@@ -40,7 +43,11 @@ impl Waitset {
             "epoll_create1 failed",
         )?;
         let cancel = sys::eventfd()?;
-        let ws = Waitset { epoll, cancel };
+        let ws = Waitset {
+            epoll,
+            cancel,
+            last_error: std::sync::Mutex::new(None),
+        };
         ws.ctl(
             libc::EPOLL_CTL_ADD,
             ws.cancel.as_fd(),
@@ -146,6 +153,21 @@ impl Waitset {
             count += 1;
         }
         Ok(count)
+    }
+
+    pub fn set_last_error(&self, e: Error) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = Some(e);
+        }
+    }
+
+    /// The last failed wait's error (an empty one if none failed).
+    pub fn last_error(&self) -> Error {
+        self.last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_else(|| Error::new(0, ""))
     }
 
     /// Makes a wait in progress (or the next one) return at once. Safe from any thread.

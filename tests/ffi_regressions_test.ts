@@ -1,10 +1,6 @@
 /**
- * Bugs found in ffi/ by the FFI tests, each as a test of the behaviour it should have. They
- * fail until fixed, so they are skipped unless GSW_FFI_KNOWN_BUGS=1:
- *
- *   GSW_FFI_KNOWN_BUGS=1 deno test --allow-all tests/ffi_known_bugs_test.ts
- *
- * Once one is fixed, move its test next to the others of its kind and drop the gate.
+ * Regression tests for bugs the FFI tests found in ffi/ (all fixed): each proves the
+ * behaviour the bindings must have at an edge the other tests do not reach.
  */
 import assert from "node:assert/strict";
 import {
@@ -22,11 +18,8 @@ import {
 import { tempRunDir, withChildren } from "./helpers/ffi_child.ts";
 import { Loopback } from "./helpers/ffi_link.ts";
 
-const ignore = Deno.env.get("GSW_FFI_KNOWN_BUGS") !== "1";
-
 Deno.test({
-  name: "KNOWN BUG: Batch.send reads past a ports array shorter than the datagrams",
-  ignore,
+  name: "Batch.send refuses a ports array shorter than the datagrams",
   fn: async () => {
     using a = new UdpSocket({ bind: "127.0.0.1", port: 0 });
     using b = new UdpSocket({ bind: "127.0.0.1", port: 0 });
@@ -54,8 +47,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "KNOWN BUG: Extractor.publishBatch reads past a types array shorter than n",
-  ignore,
+  name: "Extractor.publishBatch refuses n larger than its types array",
   fn: () => {
     using extractor = new Extractor([{ packet: 0, measurement: 0, offset: 0, length: 1 }], 1, 1);
     using writer = SegmentWriter.create([{ capacity: 8, id: 0 }]);
@@ -83,8 +75,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "KNOWN BUG: an error from an async Waitset.wait carries another call's message",
-  ignore,
+  name: "an error from an async Waitset.wait carries its own message",
   fn: async () => {
     await withChildren(async (spawn) => {
       const child = spawn("ffi_async_error.ts", {});
@@ -107,8 +98,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "KNOWN BUG: attach accepts a descriptor that is not an eventfd as the doorbell",
-  ignore,
+  name: "attach refuses a doorbell that is not an eventfd",
   fn: () => {
     using dir = tempRunDir();
     using loop = new Loopback(dir.run);
@@ -143,8 +133,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "KNOWN BUG: attach with two data memfds fails with EPERM from mmap, not a clear error",
-  ignore,
+  name: "attach names a wrong memfd clearly (not EPERM from mmap)",
   fn: () => {
     using dir = tempRunDir();
     using loop = new Loopback(dir.run);
@@ -172,8 +161,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "KNOWN BUG: an empty message on a UNIX connection is received as 'closed'",
-  ignore,
+  name: "empty UNIX messages are refused, not read as a hang-up",
   fn: () => {
     using dir = tempRunDir();
     using loop = new Loopback(dir.run);
