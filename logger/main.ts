@@ -374,7 +374,9 @@ class Logger {
   }
 
   #shutdown(): number {
-    // No new connections; take what the connected decoms already sent, then write it.
+    // Take in connections still waiting to be accepted (their messages are already queued),
+    // then no more; write what every decom had sent.
+    this.#acceptAll();
     this.#ws.remove(this.listener.fd);
     this.listener.close();
     if (!this.#paused) {
