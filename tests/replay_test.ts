@@ -18,7 +18,7 @@ const HEADER: Omit<FileHeader, "version" | "clock"> = {
 
 interface Arrival {
   payload: Uint8Array;
-  /** performance.now() when the batch holding it was read. */
+  /** Kernel receive time, ms since the epoch (not when this test got round to reading it). */
   at: number;
 }
 
@@ -39,10 +39,10 @@ class Receiver implements Disposable {
     for (;;) {
       const n = this.#batch.recv(this.socket.fd, this.#buf, this.#slot, this.#meta);
       if (n === 0) return;
-      const at = performance.now();
       const mv = new DataView(this.#meta.buffer);
       for (let i = 0; i < n; i++) {
         const len = mv.getUint32(i * META_LEN, true);
+        const at = Number(mv.getBigUint64(i * META_LEN + 8, true)) / 1e6;
         this.got.push({ payload: this.#buf.slice(i * this.#slot, i * this.#slot + len), at });
       }
     }
