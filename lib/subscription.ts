@@ -595,7 +595,15 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
     } catch (e) {
       fds.forEach(closeFd);
       const r = e instanceof ProtocolError ? e.reply : undefined;
-      this.#refused(link, r ?? { v: 1, ok: false, error: "bad-request", message: String(e) });
+      this.#refused(
+        link,
+        r ?? {
+          v: PROTOCOL_VERSION,
+          ok: false,
+          error: "bad-request",
+          message: `the broker at ${link.path} sent an unreadable reply: ${(e as Error).message}`,
+        },
+      );
       return;
     }
     if (!reply.ok) {
@@ -606,10 +614,11 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
     if (!("channels" in reply) || fds.length !== 3) {
       fds.forEach(closeFd);
       this.#refused(link, {
-        v: 1,
+        v: PROTOCOL_VERSION,
         ok: false,
         error: "bad-request",
-        message: "its reply carries no channels (is another program listening there?)",
+        message:
+          `the broker at ${link.path} replied without channels (is another program listening there?)`,
       });
       return;
     }
@@ -622,7 +631,16 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       return;
     }
     link.reader = reader;
-    this.#map(link, reply);
+    const missing = this.#map(link, reply);
+    if (missing) {
+      this.#refused(link, {
+        v: PROTOCOL_VERSION,
+        ok: false,
+        error: "bad-request",
+        message: `the broker at ${link.path} handed over no channel for "${missing}"`,
+      });
+      return;
+    }
     this.#ws.add(reader.doorbellFd, bellToken(link), READABLE);
     link.state = "live";
     if (link.after) {
@@ -630,8 +648,11 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
     }
   }
 
-  /** Ties each channel of a reply to the followed measurement it carries. */
-  #map(link: Link, reply: ChannelsReply): void {
+  /**
+   * Ties each channel of a reply to the followed measurement it carries. Returns the name of
+   * one the reply left out (a broker bug), if any.
+   */
+  #map(link: Link, reply: ChannelsReply): string | undefined {
     link.byChannel = [];
     for (const ch of reply.channels) {
       const m = ch.measurement;
@@ -653,14 +674,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       }
     }
     link.followed = link.followed.filter((f) => this.#followed.includes(f));
-    const missing = link.followed.find((f) => link.byChannel[f.channel] !== f);
-    if (missing) {
-      throw new SubscribeError(
-        "bad-request",
-        `the broker at ${link.path} did not hand over a channel for "${missing.request}"`,
-        link.path,
-      );
-    }
+    return link.followed.find((f) => link.byChannel[f.channel] !== f)?.request;
   }
 
   #refused(link: Link, reply: ErrorReply): void {
