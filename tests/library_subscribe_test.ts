@@ -247,6 +247,31 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
       }
     });
 
+    await step("values older than three expected periods are stale", async () => {
+      // HEARTBEAT is expected at 20 Hz: stale once older than 150 ms.
+      const i = ++packet;
+      p.send(valuesFor(i));
+      using sub = subscribe("HEARTBEAT", { runDir: p.runDir });
+      const fresh = await eventually(
+        () => {
+          const l = sub.latest();
+          return l?.value === i % 256 ? l : undefined;
+        },
+        2000,
+        "the new HEARTBEAT",
+      );
+      assert.equal(fresh.stale, undefined);
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal(sub.latest()?.stale, true, "250 ms without the 20 Hz heartbeat");
+      // A subscriber arriving now gets the held value already marked.
+      using late = subscribe("HEARTBEAT", { runDir: p.runDir });
+      const held = await eventually(() => late.next(0), 2000, "the held HEARTBEAT");
+      assert.deepEqual([held.value, held.stale], [i % 256, true]);
+      p.send(valuesFor(++packet));
+      const next = late.next(2000)!;
+      assert.deepEqual([next.value, next.stale], [packet % 256, undefined]);
+    });
+
     await step("no broker, and unknown measurements, are clear errors", async () => {
       const empty = await Deno.makeTempDir({ prefix: "gsw-sub-empty-" });
       try {

@@ -20,7 +20,7 @@ export const RUN_ARGS = [
 ];
 
 /** Layout of the test packet (big-endian unless said). */
-export const PACKET_SIZE = 31;
+export const PACKET_SIZE = 32;
 
 export interface TestValues {
   counter: number; // COUNTER: uint32 at 0
@@ -29,6 +29,7 @@ export interface TestValues {
   mode: number; // MODE: uint8 enum at 20
   label: string; // LABEL: string[8] at 21
   tempRaw: number; // TEMP: int16 at 29, × 0.1 °C, warn above 50, alarm above 80
+  beat?: number; // HEARTBEAT: uint8 at 31, expected at 20 Hz (stale after 150 ms)
 }
 
 export const MODES = ["SAFE", "ARMED", "FLIGHT"];
@@ -51,8 +52,11 @@ measurements:
     scaling: 0.1
     unit: C
     limits: { warn_high: 50, alarm_high: 80 }
+  HEARTBEAT: { type: uint, size: 1, rate_hz: 20 }
 telemetry_packets:
-  - { name: Main, port: ${port}, measurements: [COUNTER, ALTITUDE, BIG, MODE, LABEL, TEMP] }
+  - name: Main
+    port: ${port}
+    measurements: [COUNTER, ALTITUDE, BIG, MODE, LABEL, TEMP, HEARTBEAT]
 `;
 }
 
@@ -66,6 +70,7 @@ export function packet(v: TestValues): Uint8Array {
   view.setUint8(20, v.mode);
   buf.set(new TextEncoder().encode(v.label).subarray(0, 8), 21);
   view.setInt16(29, v.tempRaw);
+  view.setUint8(31, v.beat ?? v.counter % 256);
   return buf;
 }
 
