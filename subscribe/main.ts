@@ -104,8 +104,8 @@ async function unknownFromConfig(
   return undefined;
 }
 
-export function main(args: string[]): Promise<number> {
-  return runCommand(spec, async () => {
+export async function main(args: string[]): Promise<number> {
+  return await runCommand(spec, async () => {
     const { values, positionals: names, help } = parseCommand(spec, args);
     if (help) return 0;
     if (names.length === 0) throw new UsageError("name at least one measurement");
