@@ -15,12 +15,16 @@
 //! - [`baseline`]: the old scheme (readers/writer lock + futex on a counter).
 //! - [`udp`]: `sendmmsg` sender and `recvmmsg` receiver with exact loss accounting.
 //! - [`machine`]: where it ran.
+//! - [`gsw_channel`]: gsw's own channel (`gsw-ffi`) as a wake mechanism, and the protocol floor.
+//! - [`ffi`]: the C ABI Deno loads: no-op FFI references and shared-memory helpers.
 //! - [`cmd`]: the subcommands.
 
 pub mod baseline;
 pub mod cli;
 pub mod clock;
 pub mod cmd;
+pub mod ffi;
+pub mod gsw_channel;
 pub mod machine;
 pub mod payload;
 pub mod proc;

@@ -8,7 +8,7 @@
 
 use crate::shm::SharedMem;
 use std::io::{self, Write as _};
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// CPUs this process may run on (its affinity mask), ascending.
@@ -208,6 +208,79 @@ where
         // SAFETY: _exit has no preconditions and does not return.
         unsafe { libc::_exit(code) };
     }
+    register_child(pid);
+    Ok(Child {
+        pid,
+        ctl,
+        reaped: false,
+    })
+}
+
+/// Starts `cmd` (e.g. a Deno reader) as a child that cannot outlive the run, like
+/// [`fork_child`]: it gets `SIGKILL` if this process dies (`PR_SET_PDEATHSIG`, kept across
+/// `exec`), is pinned to `cpu` (if given; threads it starts later inherit the mask), is killed
+/// by the [`Watchdog`], and is killed and reaped when the returned handle drops. The
+/// descriptors in `inherit` stay open across `exec` (their close-on-exec flag is cleared in the
+/// child only), with the same numbers. [`Child::wait_started`] then reports whether the pinning
+/// worked (the child has already `exec`ed when this returns).
+///
+/// Call only while the process is single-threaded, as [`fork_child`].
+pub fn spawn_command(
+    cmd: &mut std::process::Command,
+    cpu: Option<usize>,
+    inherit: &[std::os::fd::RawFd],
+) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt as _;
+    install_sigchld_handler();
+    let ctl = SharedMem::create("gsw-bench-child-ctl", 64)?;
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let fds = inherit.to_vec();
+    // The control page is mapped at the same address in the forked child; passed as an address
+    // because the closure must be 'static. `ctl` outlives the spawn (it moves into the handle).
+    let started = ctl.atomic_u32(CTL_STARTED) as *const AtomicU32 as usize;
+    let pinned = ctl.atomic_u32(CTL_PINNED) as *const AtomicU32 as usize;
+    // SAFETY: the closure runs in the forked child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes only raw syscalls (prctl, getppid,
+    // sched_setaffinity, fcntl) and atomic stores into a shared mapping; `fds` was allocated
+    // before the fork and is only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if libc::getppid() != parent {
+                return Err(io::Error::other("parent exited before the child started"));
+            }
+            let state = match cpu {
+                None => PINNED_NOT_ASKED,
+                Some(c) => match pin_current(c) {
+                    Ok(()) => PINNED_OK,
+                    Err(_) => PINNED_FAILED,
+                },
+            };
+            for &fd in &fds {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // Relaxed, then Release: as in fork_child (the parent's Acquire load of STARTED).
+            (*(pinned as *const AtomicU32)).store(state, Ordering::Relaxed);
+            (*(started as *const AtomicU32)).store(1, Ordering::Release);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = libc::pid_t::try_from(child.id()).map_err(|_| io::Error::other("pid overflow"))?;
+    // The std handle neither kills nor reaps on drop; ours does both.
+    drop(child);
     register_child(pid);
     Ok(Child {
         pid,

@@ -96,6 +96,12 @@ impl Report {
         self.push(&format!("{prefix}_samples"), s.count as f64, "count");
     }
 
+    /// Appends every metric of `other` (keeping its benchmark name), so one run can print
+    /// several benchmarks' figures together.
+    pub fn absorb(&mut self, other: Report) {
+        self.metrics.extend(other.metrics);
+    }
+
     /// The metrics added so far.
     pub fn metrics(&self) -> &[Metric] {
         &self.metrics
@@ -121,7 +127,12 @@ impl Report {
             .max()
             .unwrap_or(0);
         let mut t = format!("── {} ──\n", self.bench);
+        let mut bench = self.bench.as_str();
         for m in &self.metrics {
+            if m.bench != bench {
+                bench = &m.bench;
+                let _ = writeln!(t, "── {bench} ──");
+            }
             let _ = write!(
                 t,
                 "  {:<width$}  {:>14} {:<10}",

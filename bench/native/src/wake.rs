@@ -173,13 +173,21 @@ pub struct WakeRun {
     pub results: Vec<WakeSamples>,
 }
 
-struct Block {
-    mech: usize,
-    count: usize,
-    record: bool,
+/// One block of a run's schedule: `count` consecutive samples of mechanism `mech`, recorded or
+/// (warm-up) not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Index of the mechanism.
+    pub mech: usize,
+    /// Samples in the block.
+    pub count: usize,
+    /// Whether the samples are recorded (false: warm-up).
+    pub record: bool,
 }
 
-fn schedule(n_mechs: usize, o: &WakeOptions) -> Vec<Block> {
+/// The order samples are taken in: a warm-up block per mechanism, then `o.rounds` rounds in
+/// which every mechanism takes its share of `o.samples` in turn (A, B, A, B …).
+pub fn schedule(n_mechs: usize, o: &WakeOptions) -> Vec<Block> {
     let mut s: Vec<Block> = (0..n_mechs)
         .map(|m| Block {
             mech: m,
