@@ -2,7 +2,7 @@
 //! benchmarks. One JSON object per metric per line on stdout, a human table on stderr.
 
 use gsw_bench_native::cli::Args;
-use gsw_bench_native::cmd::{baseline, cacheline, eventfd_pingpong, udp};
+use gsw_bench_native::cmd::{baseline, cacheline, channel, deno, eventfd_pingpong, udp};
 use gsw_bench_native::machine::Machine;
 use gsw_bench_native::proc::Watchdog;
 use gsw_bench_native::report::Report;
@@ -26,6 +26,11 @@ Subcommands:
   udp-send            the sender alone (--port P --count N --size S --rate PPS)
   udp-recv            the receiver alone (--port P --duration S)
   all                 machine, then every benchmark above with its defaults (takes --no-pin)
+  channel             gsw's channel (gsw::segment): publish/take cost vs the protocol floor,
+                      wake latency vs eventfd and the old scheme, writer throughput vs the old scheme
+  deno-wake           a Deno reader (waitSync / awaited Waitset.wait) woken by a native writer, vs
+                      eventfd and an awaited no-op nonblocking FFI call (needs deno)
+  idle                CPU used by readers blocked on their doorbell (Deno and native; needs deno)
 
 Examples:
   gsw-bench-native all 2>/dev/null > results.jsonl
@@ -41,6 +46,9 @@ fn help_for(sub: &str) -> Option<&'static str> {
         "udp-ingest" => udp::HELP_INGEST,
         "udp-send" => udp::HELP_SEND,
         "udp-recv" => udp::HELP_RECV,
+        "channel" => channel::HELP,
+        "deno-wake" => deno::HELP_WAKE,
+        "idle" => deno::HELP_IDLE,
         "all" => "gsw-bench-native all [--no-pin]\n  Runs machine, eventfd-pingpong, cacheline-pingpong, baseline and udp-ingest with defaults.",
         _ => return None,
     })
@@ -78,6 +86,18 @@ fn bench(sub: &str, a: &mut Args) -> Result<Box<dyn FnOnce() -> std::io::Result<
         "baseline" => {
             let o = usage(baseline::Options::from_args(a))?;
             Box::new(move || guarded("baseline", o.common.timeout, || baseline::run(&o)))
+        }
+        "channel" => {
+            let o = usage(channel::Options::from_args(a))?;
+            Box::new(move || guarded("channel", o.common.timeout, || channel::run(&o)))
+        }
+        "deno-wake" => {
+            let o = usage(deno::WakeCmd::from_args(a))?;
+            Box::new(move || guarded("deno-wake", o.common.timeout, || deno::run_wake(&o)))
+        }
+        "idle" => {
+            let o = usage(deno::IdleCmd::from_args(a))?;
+            Box::new(move || guarded("idle", o.common.timeout, || deno::run_idle(&o)))
         }
         "udp-ingest" => {
             let o = usage(udp::IngestOptions::from_args(a))?;

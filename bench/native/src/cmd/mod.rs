@@ -3,6 +3,8 @@
 
 pub mod baseline;
 pub mod cacheline;
+pub mod channel;
+pub mod deno;
 pub mod eventfd_pingpong;
 pub mod udp;
 
