@@ -1,0 +1,372 @@
+/**
+ * `deno task bench`: gsw's foundation benchmarks, each measured against its reference in the
+ * same run, interleaved. One JSON line per metric on stdout
+ * (`{"bench","metric","value","unit","reference","ratio"}`, plus one `{"bench":"machine",…}`
+ * line), a short human table with the project's targets on stderr. See `bench/README.md`.
+ *
+ * It builds nothing: it runs `target/release/gsw-bench-native` (native writers and readers,
+ * references, the old-scheme baseline), `bench/deno/ffi.ts` (the TypeScript wrappers against
+ * no-op FFI calls, in-process) and Deno readers started by the native harness
+ * (`bench/deno/reader.ts`). Every child process has a deadline and is killed when it passes.
+ */
+import { jsonLine, type Metric, table } from "./lib/report.ts";
+import { BENCH_LIBRARY_FILE, releasePath } from "./lib/native.ts";
+
+const usage = () =>
+  `deno task bench [--only GROUPS] [--quick] [--no-pin] [--help]
+
+Runs gsw's foundation benchmarks and prints one JSON line per metric on stdout
+({"bench","metric","value","unit","reference","ratio"}) and a table with the targets on stderr.
+
+  --only GROUPS  comma-separated subset of: ${GROUPS.map((g) => g.name).join(", ")}
+  --quick        a fast smoke run (fewer samples, 2 s idle test): figures are indicative only
+  --no-pin       do not pin the two sides of a benchmark to different CPUs
+  --help         this text
+
+Needs a release build first: cargo build --release  (target/release/libgsw.so,
+gsw-bench-native and ${BENCH_LIBRARY_FILE}).
+
+Examples:
+  deno task bench > bench.jsonl
+  deno task bench --quick --only channel,ffi
+  deno task bench --only deno-wake 2>/dev/null | jq -c 'select(.metric|test("ratio"))'`;
+
+const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
+const NATIVE = releasePath("gsw-bench-native");
+
+interface Group {
+  name: string;
+  what: string;
+  /** Commands to run: [executable, args] pairs, in order. */
+  commands(quick: boolean, pin: string[]): [string, string[]][];
+  /** Seconds before a command is killed (the native harness has its own watchdog too). */
+  timeout: number;
+}
+
+const deno = Deno.execPath();
+const nativeCmd = (args: string[]): [string, string[]] => [NATIVE, args];
+
+const GROUPS: Group[] = [
+  {
+    name: "channel",
+    what: "publish / take from Rust vs the protocol floor",
+    commands: (q, pin) => [
+      nativeCmd(["channel", "--parts", "micro", ...(q ? ["--batches", "10000"] : []), ...pin]),
+    ],
+    timeout: 120,
+  },
+  {
+    name: "ffi",
+    what: "TypeScript wrappers vs no-op FFI calls",
+    commands: (q) => [[deno, [
+      "run",
+      "--quiet",
+      "--no-prompt",
+      "--no-lock",
+      "--allow-ffi",
+      `${ROOT}/bench/deno/ffi.ts`,
+      ...(q ? ["--batches", "10000"] : []),
+    ]]],
+    timeout: 180,
+  },
+  {
+    name: "wake",
+    what: "publish -> blocked native reader vs eventfd and the old scheme",
+    commands: (q, pin) => [
+      nativeCmd([
+        "channel",
+        "--parts",
+        "wake",
+        ...(q ? ["--samples", "10000", "--warmup", "1000"] : []),
+        ...pin,
+      ]),
+    ],
+    timeout: 180,
+  },
+  {
+    name: "deno-wake",
+    what: "native writer -> blocked Deno reader (sync, waitset)",
+    commands: (q, pin) => [
+      nativeCmd([
+        "deno-wake",
+        "--deno",
+        deno,
+        "--script",
+        `${ROOT}/bench/deno/reader.ts`,
+        ...(q ? ["--samples", "5000", "--warmup", "1000"] : []),
+        ...pin,
+      ]),
+    ],
+    timeout: 180,
+  },
+  {
+    name: "throughput",
+    what: "writer throughput with a reader attached, gsw vs the old scheme",
+    commands: (q, pin) => [
+      nativeCmd([
+        "channel",
+        "--parts",
+        "throughput",
+        ...(q ? ["--duration", "1", "--rounds", "4"] : []),
+        ...pin,
+      ]),
+    ],
+    timeout: 120,
+  },
+  {
+    name: "idle",
+    what: "CPU of readers blocked on their doorbell",
+    commands: (q) => [
+      nativeCmd([
+        "idle",
+        "--deno",
+        deno,
+        "--script",
+        `${ROOT}/bench/deno/reader.ts`,
+        "--duration",
+        q ? "2" : "10",
+      ]),
+    ],
+    timeout: 120,
+  },
+  {
+    name: "references",
+    what: "native floors: eventfd, cache line, old scheme, UDP",
+    commands: (q, pin) => [
+      nativeCmd([
+        "eventfd-pingpong",
+        ...(q ? ["--samples", "20000", "--warmup", "2000"] : []),
+        ...pin,
+      ]),
+      nativeCmd([
+        "cacheline-pingpong",
+        ...(q ? ["--samples", "100000", "--warmup", "10000"] : []),
+        ...pin,
+      ]),
+      nativeCmd([
+        "baseline",
+        ...(q ? ["--samples", "10000", "--warmup", "1000", "--duration", "1"] : []),
+        ...pin,
+      ]),
+      nativeCmd([
+        "udp-ingest",
+        ...(q ? ["--count", "200000", "--duration", "2"] : []),
+        ...pin,
+      ]),
+    ],
+    timeout: 120,
+  },
+];
+
+/** The issue's targets, shown next to the figures (never a failure: machines are noisy). */
+const TARGETS: Record<string, { op: "<=" | ">=" | "<"; bound: number }> = {
+  publish_native_ns: { op: "<=", bound: 25 },
+  read_native_ns: { op: "<=", bound: 25 },
+  publish_deno_overhead_ratio: { op: "<=", bound: 1.5 },
+  read_deno_overhead_ratio: { op: "<=", bound: 1.5 },
+  wake_native_p50_ratio: { op: "<=", bound: 1.3 },
+  wake_native_p99_ratio: { op: "<=", bound: 2 },
+  wake_deno_sync_p50_ratio: { op: "<=", bound: 1.3 },
+  wake_deno_sync_p99_ratio: { op: "<=", bound: 2 },
+  wake_deno_waitset_p50_ratio: { op: "<=", bound: 1.5 },
+  writer_vs_baseline_ratio: { op: ">=", bound: 10 },
+  wake_p50_vs_baseline_ratio: { op: "<", bound: 1 },
+  idle_reader_cpu_percent: { op: "<", bound: 0.1 },
+};
+
+/** The table on stderr is short: medians, per-call costs, rates, ratios (all lines go to stdout). */
+const SHOWN =
+  /^(?!.*_(p99|p999|max|mean)_ns$)(.*_p50_ns|publish_\w+_ns|read_\w+_ns|noop_\w+_ns|.*_ratio|.*_per_s|.*_pps|.*cpu_percent|.*loss_pct)$/;
+
+/** Metrics each group must produce (the issue's list). */
+const REQUIRED: Record<string, string[]> = {
+  channel: ["publish_native_ns", "read_native_ns", "read_native_empty_ns"],
+  ffi: [
+    "publish_deno_ns",
+    "read_deno_ns",
+    "publish_deno_overhead_ratio",
+    "read_deno_overhead_ratio",
+  ],
+  wake: ["wake_native_p50_ratio", "wake_native_p99_ratio", "wake_p50_vs_baseline_ratio"],
+  "deno-wake": [
+    "wake_deno_sync_p50_ratio",
+    "wake_deno_sync_p99_ratio",
+    "wake_deno_waitset_p50_ratio",
+  ],
+  throughput: ["writer_vs_baseline_ratio"],
+  idle: ["idle_reader_cpu_percent"],
+  references: [],
+};
+
+function meets(value: number, t: { op: string; bound: number }): boolean {
+  return t.op === "<=" ? value <= t.bound : t.op === ">=" ? value >= t.bound : value < t.bound;
+}
+
+function parseArgs(argv: string[]): { only: Group[]; quick: boolean; pin: string[] } {
+  let only = GROUPS;
+  let quick = false;
+  let pin: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--help" || a === "-h") {
+      console.log(usage());
+      Deno.exit(0);
+    } else if (a === "--quick") {
+      quick = true;
+    } else if (a === "--no-pin") {
+      pin = ["--no-pin"];
+    } else if (a === "--only" || a.startsWith("--only=")) {
+      const v = a.includes("=") ? a.slice(7) : argv[++i];
+      if (!v) usageError("--only needs a comma-separated list of groups");
+      const names = v.split(",").map((s) => s.trim()).filter((s) => s);
+      for (const n of names) {
+        if (!GROUPS.some((g) => g.name === n)) {
+          usageError(`unknown group '${n}' (groups: ${GROUPS.map((g) => g.name).join(", ")})`);
+        }
+      }
+      only = GROUPS.filter((g) => names.includes(g.name));
+    } else {
+      usageError(`unknown option '${a}'`);
+    }
+  }
+  return { only, quick, pin };
+}
+
+function usageError(msg: string): never {
+  console.error(`bench: ${msg} (see --help)`);
+  Deno.exit(2);
+}
+
+/** One clear line and exit 1 if a build product is missing. */
+function requireBuild(): void {
+  for (const f of ["libgsw.so", "gsw-bench-native", BENCH_LIBRARY_FILE]) {
+    const p = releasePath(f);
+    try {
+      Deno.statSync(p);
+    } catch {
+      console.error(`bench: ${p} is missing: run \`cargo build --release\` first`);
+      Deno.exit(1);
+    }
+  }
+}
+
+let running: Deno.ChildProcess | null = null;
+
+/** Runs one command; returns its stdout lines. Kills it (and fails) after `timeout` seconds. */
+async function runCommand(exe: string, args: string[], timeout: number): Promise<string[]> {
+  const child = new Deno.Command(exe, {
+    args,
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  running = child;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, timeout * 1000);
+  try {
+    const out = await child.output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    const name = `${exe.split("/").pop()} ${args[0] === "run" ? args.at(-1) ?? "" : args[0]}`;
+    if (timedOut) {
+      throw new Error(`${name} did not finish within ${timeout} s: killed it\n${tail(stderr)}`);
+    }
+    if (!out.success) {
+      throw new Error(`${name} failed (exit ${out.code})\n${tail(stderr)}`);
+    }
+    return stdout.split("\n").filter((l) => l.trim());
+  } finally {
+    clearTimeout(timer);
+    running = null;
+  }
+}
+
+function tail(s: string): string {
+  const lines = s.trimEnd().split("\n").filter((l) => !l.startsWith("  ") && !l.startsWith("──"));
+  return lines.slice(-8).join("\n");
+}
+
+function parseMetric(line: string): Metric | null {
+  try {
+    const o = JSON.parse(line);
+    if (typeof o?.bench === "string" && typeof o?.metric === "string") return o as Metric;
+  } catch { /* not a metric line */ }
+  return null;
+}
+
+function targetNotes(metrics: Metric[]): Map<string, string> {
+  const notes = new Map<string, string>();
+  for (const m of metrics) {
+    const t = TARGETS[m.metric];
+    if (!t || m.value === null) continue;
+    notes.set(m.metric, `target ${t.op} ${t.bound}: ${meets(m.value, t) ? "met" : "MISSED"}`);
+  }
+  return notes;
+}
+
+async function main(): Promise<number> {
+  const { only, quick, pin } = parseArgs(Deno.args);
+  requireBuild();
+  Deno.addSignalListener("SIGINT", () => {
+    try {
+      running?.kill("SIGKILL");
+    } catch { /* already gone */ }
+    console.error("\nbench: interrupted");
+    Deno.exit(130);
+  });
+  const started = performance.now();
+  const machine = await runCommand(NATIVE, ["machine"], 30);
+  for (const l of machine) console.log(l);
+  const metrics: Metric[] = [];
+  const failed: string[] = [];
+  for (const g of only) {
+    const t0 = performance.now();
+    console.error(`bench: ${g.name}: ${g.what} …`);
+    const got: Metric[] = [];
+    try {
+      for (const [exe, args] of g.commands(quick, pin)) {
+        for (const line of await runCommand(exe, args, g.timeout)) {
+          const m = parseMetric(line);
+          if (m === null) continue;
+          got.push(m);
+          console.log(jsonLine(m));
+        }
+      }
+      const missing = REQUIRED[g.name].filter((n) => !got.some((m) => m.metric === n));
+      if (missing.length) throw new Error(`did not report ${missing.join(", ")}`);
+    } catch (e) {
+      console.error(`bench: ${g.name} FAILED: ${(e as Error).message}`);
+      failed.push(g.name);
+    }
+    metrics.push(...got);
+    console.error(`bench: ${g.name} done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  const shown = metrics.filter((m) => TARGETS[m.metric] !== undefined || SHOWN.test(m.metric));
+  console.error("\n" + table(shown, targetNotes(metrics)));
+  const t = Object.entries(TARGETS).filter(([n]) => metrics.some((m) => m.metric === n));
+  const missed = t.filter(([n, tt]) => {
+    const v = metrics.find((m) => m.metric === n)?.value;
+    return v === null || v === undefined || !meets(v, tt);
+  });
+  console.error(
+    `bench: ${t.length - missed.length}/${t.length} targets met` +
+      (missed.length ? ` (missed: ${missed.map(([n]) => n).join(", ")})` : "") +
+      `; ${((performance.now() - started) / 1000).toFixed(0)} s` +
+      (quick ? " (--quick: indicative only)" : ""),
+  );
+  if (failed.length) {
+    console.error(`bench: failed groups: ${failed.join(", ")}`);
+    return 1;
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main());
+}
