@@ -171,7 +171,7 @@ export function main(args: string[]): Promise<number> {
     let view: LiveView | null = null;
     const onLine = (line: LogLine) => {
       // Children name themselves on each line ("decom[vehicle]: …"); prefix only the rest.
-      const named = line.text.startsWith(`${line.from}:`) ? line : { ...line, from: "" };
+      const named = line.text.startsWith(`${line.from}:`) ? { ...line, from: "" } : line;
       if (view) view.log(named);
       else console.error(named.from ? `${named.from}: ${named.text}` : named.text);
     };

@@ -42,7 +42,7 @@ export class LiveView {
   readonly #messages: LogLine[] = [];
   readonly #encoder = new TextEncoder();
   #sub: Subscription | null = null;
-  #timer: number | undefined;
+  #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
   constructor(readonly config: Config, readonly runDir: string) {
