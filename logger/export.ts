@@ -158,13 +158,22 @@ function jsonValue(v: RawValue): string {
   return `"${hex(v)}"`;
 }
 
-/** ISO 8601 UTC with all nine digits of the nanoseconds. */
-function isoNs(ns: bigint): string {
-  const ms = ns / 1_000_000n;
-  const iso = new Date(Number(ms)).toISOString(); // …T14:03:12.123Z
-  const frac = (ns % 1_000_000_000n).toString().padStart(9, "0");
-  return `${iso.slice(0, 19)}.${frac}Z`;
-}
+/**
+ * ISO 8601 UTC with all nine digits of the nanoseconds. The date and time up to the second
+ * are cached: packets come many per second, and formatting a Date is the slow part.
+ */
+const isoNs = (() => {
+  let second = -1n;
+  let prefix = "";
+  return (ns: bigint): string => {
+    const s = ns / 1_000_000_000n;
+    if (s !== second) {
+      second = s;
+      prefix = new Date(Number(s) * 1000).toISOString().slice(0, 19);
+    }
+    return `${prefix}.${(ns % 1_000_000_000n).toString().padStart(9, "0")}Z`;
+  };
+})();
 
 async function exportLog(
   files: string[],
@@ -204,31 +213,33 @@ async function exportLog(
   const warnedHashes = new Set<string>();
   let decoded = 0;
   const cells: string[] = new Array(carried.length);
-  for await (const r of reader.records()) {
-    warnHash(r, config, warnedHashes);
-    const ident = bySource[r.source] ?? any;
-    const verdict = ident.identify(r.dstPort, r.payload, 0, r.payload.length, r.truncated);
-    if (verdict < 0) {
-      rejected.set(verdict as Rejection, (rejected.get(verdict as Rejection) ?? 0) + 1);
-      continue;
-    }
-    const packet = config.packets[verdict];
-    decoded++;
-    if (format === "csv") {
-      cells.fill("");
-      for (const s of slots[verdict]) {
-        cells[s.column] = csvCell(
-          decodeValue(s.m, r.payload.subarray(s.offset, s.offset + s.size)),
-        );
+  for await (const batch of reader.batches()) {
+    for (const r of batch) {
+      warnHash(r, config, warnedHashes);
+      const ident = bySource[r.source] ?? any;
+      const verdict = ident.identify(r.dstPort, r.payload, 0, r.payload.length, r.truncated);
+      if (verdict < 0) {
+        rejected.set(verdict as Rejection, (rejected.get(verdict as Rejection) ?? 0) + 1);
+        continue;
       }
-      text += `${r.timeNs},${isoNs(r.timeNs)},${packet.name},${cells.join(",")}\n`;
-    } else {
-      const parts = slots[verdict].map((s) =>
-        `${s.key}:${jsonValue(decodeValue(s.m, r.payload.subarray(s.offset, s.offset + s.size)))}`
-      );
-      text += `{"time_ns":"${r.timeNs}","time_utc":"${isoNs(r.timeNs)}","packet":${
-        JSON.stringify(packet.name)
-      },"source":${JSON.stringify(packet.source)},"measurements":{${parts.join(",")}}}\n`;
+      const packet = config.packets[verdict];
+      decoded++;
+      if (format === "csv") {
+        cells.fill("");
+        for (const s of slots[verdict]) {
+          cells[s.column] = csvCell(
+            decodeValue(s.m, r.payload.subarray(s.offset, s.offset + s.size)),
+          );
+        }
+        text += `${r.timeNs},${isoNs(r.timeNs)},${packet.name},${cells.join(",")}\n`;
+      } else {
+        const parts = slots[verdict].map((s) =>
+          `${s.key}:${jsonValue(decodeValue(s.m, r.payload.subarray(s.offset, s.offset + s.size)))}`
+        );
+        text += `{"time_ns":"${r.timeNs}","time_utc":"${isoNs(r.timeNs)}","packet":${
+          JSON.stringify(packet.name)
+        },"source":${JSON.stringify(packet.source)},"measurements":{${parts.join(",")}}}\n`;
+      }
     }
     if (text.length >= CHUNK) await flush();
   }

@@ -28,7 +28,12 @@ export async function logFiles(args: readonly string[]): Promise<string[]> {
       const m = LOG_FILE.exec(entry.name);
       if (m && entry.isFile) found.push({ n: Number(m[1]), path: `${arg}/${entry.name}` });
     }
-    if (found.length === 0) throw new UserError(`${arg} holds no gsw-NNNN.gswlog files`);
+    if (found.length === 0) {
+      throw new UserError(
+        `${arg} holds no gsw-NNNN.gswlog files; give a run directory (like ` +
+          "logs/2025-06-01T14-03-12Z) or log files",
+      );
+    }
     out.push(...found.sort((a, b) => a.n - b.n).map((f) => f.path));
   }
   return out;

@@ -108,9 +108,13 @@ class Sender {
     this.#ws.add(this.#socket.fd, 0, WRITABLE);
   }
 
-  /** Queues one datagram of `length` bytes (`data`, zero-filled past its end). */
-  async add(data: Uint8Array, length: number, port: number): Promise<void> {
-    if (this.#n === MAX_BATCH || this.#used + length > this.#buf.length) await this.flush();
+  /** True when a datagram of `length` bytes does not fit before a `flush`. */
+  full(length: number): boolean {
+    return this.#n === MAX_BATCH || this.#used + length > this.#buf.length;
+  }
+
+  /** Queues one datagram of `length` bytes (`data`, zero-filled past its end); see `full`. */
+  add(data: Uint8Array, length: number, port: number): void {
     this.#buf.set(data, this.#used);
     if (length > data.length) this.#buf.fill(0, this.#used + data.length, this.#used + length);
     this.#lens[this.#n] = length;
@@ -191,45 +195,48 @@ async function replay(files: string[], opts: Options): Promise<number> {
   let first: LogEntry | undefined;
   let last: LogEntry | undefined;
   try {
-    for await (const r of reader.records()) {
+    for await (const batch of reader.batches()) {
       if (stop.signal.aborted) break;
-      const port = r.dstPort + opts.portOffset;
-      if (port < 1 || port > 65535) {
-        skippedPort++;
-        continue;
-      }
-      if (r.header.runStartNs !== runId) {
-        if (first && last) logSpanNs += last.timeNs - first.timeNs;
-        runId = r.header.runStartNs;
-        runT0 = r.timeNs;
-        runWall = performance.now();
-        due = 0;
-        first = r;
-      }
-      last = r;
-      if (opts.speed > 0) {
-        const at = Number(r.timeNs - runT0) / 1e6 / opts.speed;
-        if (at > due) due = at;
-        if (runWall + due - performance.now() >= MIN_SLEEP_MS) {
-          await sender.flush();
-          const wait = runWall + due - performance.now();
-          if (wait >= MIN_SLEEP_MS) await sleep(wait, stop.signal);
-          if (stop.signal.aborted) break;
+      for (const r of batch) {
+        const port = r.dstPort + opts.portOffset;
+        if (port < 1 || port > 65535) {
+          skippedPort++;
+          continue;
         }
-      }
-      let length = r.payload.length;
-      if (r.truncated) {
-        length = Math.max(length, Math.min(r.origLength, MAX_DATAGRAM));
-        padded++;
-      }
-      await sender.add(r.payload, length, port);
-      if (tty && performance.now() >= nextProgress) {
-        nextProgress = performance.now() + PROGRESS_MS;
-        const pct = total > 0 ? Math.min(100, (100 * reader.bytesRead) / total).toFixed(0) : "?";
-        const logTime = Number(r.timeNs - runT0) / 1e9;
-        await Deno.stdout.write(encoder.encode(
-          `\rreplay: ${pct}%  ${sender.sent} packets  log time +${logTime.toFixed(1)} s   `,
-        ));
+        if (r.header.runStartNs !== runId) {
+          if (first && last) logSpanNs += last.timeNs - first.timeNs;
+          runId = r.header.runStartNs;
+          runT0 = r.timeNs;
+          runWall = performance.now();
+          due = 0;
+          first = r;
+        }
+        last = r;
+        if (opts.speed > 0) {
+          const at = Number(r.timeNs - runT0) / 1e6 / opts.speed;
+          if (at > due) due = at;
+          if (runWall + due - performance.now() >= MIN_SLEEP_MS) {
+            await sender.flush();
+            const wait = runWall + due - performance.now();
+            if (wait >= MIN_SLEEP_MS) await sleep(wait, stop.signal);
+            if (stop.signal.aborted) break;
+          }
+        }
+        let length = r.payload.length;
+        if (r.truncated) {
+          length = Math.max(length, Math.min(r.origLength, MAX_DATAGRAM));
+          padded++;
+        }
+        if (sender.full(length)) await sender.flush();
+        sender.add(r.payload, length, port);
+        if (tty && performance.now() >= nextProgress) {
+          nextProgress = performance.now() + PROGRESS_MS;
+          const pct = total > 0 ? Math.min(100, (100 * reader.bytesRead) / total).toFixed(0) : "?";
+          const logTime = Number(r.timeNs - runT0) / 1e9;
+          await Deno.stdout.write(encoder.encode(
+            `\rreplay: ${pct}%  ${sender.sent} packets  log time +${logTime.toFixed(1)} s   `,
+          ));
+        }
       }
     }
     await sender.flush();
