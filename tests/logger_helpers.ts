@@ -14,7 +14,10 @@ export const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname)
  * The `deno run` arguments of a deno.json task (`logger`, `replay`, `export`), with the write
  * permission, if any, moved to `writeDir`: tests run with exactly the task's permissions.
  */
-export function taskArgs(task: "logger" | "replay" | "export", writeDir?: string): string[] {
+export function taskArgs(
+  task: "logger" | "replay" | "export" | "decom",
+  writeDir?: string,
+): string[] {
   const words = denoConfig.tasks[task].split(/\s+/);
   assert.equal(words[0], "deno");
   return words.slice(1).map((w) =>
