@@ -10,9 +10,11 @@ export {
   RETRY_MS,
   subscribe,
   type SubscribeOptions,
+  subscribeWhenReady,
   Subscription,
   type Update,
   type Value,
+  type WaitOptions,
   WOKEN,
 } from "./lib/subscription.ts";
 export { SubscribeError, type SubscribeErrorCode } from "./lib/errors.ts";

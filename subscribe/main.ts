@@ -7,13 +7,19 @@ import { numberOption, parseCommand, runCommand, UsageError, UserError } from ".
 import { resolveRunDir } from "../control/rundir.ts";
 import { GswError, takeSignals, watchSignals } from "../ffi/mod.ts";
 import { noBrokerMessage, SubscribeError } from "../lib/errors.ts";
-import { subscribe, type Subscription, WOKEN } from "../lib/subscription.ts";
+import {
+  type LinkStatus,
+  subscribe,
+  subscribeWhenReady,
+  type Subscription,
+  WOKEN,
+} from "../lib/subscription.ts";
 import { jsonLine, textLine } from "./format.ts";
 
 const spec = {
   name: "subscribe",
   usage:
-    "subscribe NAME… [--json] [--rate HZ] [--count N] [--timeout S] [--run-dir DIR] [--config FILE]",
+    "subscribe NAME… [--json] [--rate HZ] [--count N] [--timeout S] [--wait] [--run-dir DIR] [--config FILE]",
   help: `
 Prints each new value of the named measurements (config keys or names) as the broker
 delivers it: receive time (UTC, µs), name, engineering value with its unit, the limit state
@@ -28,6 +34,7 @@ options:
   --rate HZ       at most HZ updates per second per measurement (the newest is sent)
   --count N       exit 0 after N updates
   --timeout S     exit 1 if S seconds pass without an update (from start, or since the last)
+  --wait          if no broker is running yet, wait for one instead of exiting 1
   --run-dir DIR   directory of the broker sockets (default: $GSW_RUN_DIR, else
                   $XDG_RUNTIME_DIR/gsw, else /tmp/gsw-<uid>)
   --config FILE   config to check names against when no broker is running (default: the
@@ -46,6 +53,7 @@ examples:
     rate: { type: "string" },
     count: { type: "string" },
     timeout: { type: "string" },
+    wait: { type: "boolean" },
     "run-dir": { type: "string" },
     config: { type: "string" },
   },
@@ -116,13 +124,15 @@ export async function main(args: string[]): Promise<number> {
     const runDir = resolveRunDir(values["run-dir"]);
 
     let sub: Subscription;
+    const options = {
+      runDir,
+      maxRateHz: rate,
+      client: "subscribe",
+      onStatus: (s: LinkStatus) => status(`${s.message} (${s.broker})`),
+      onWaiting: status,
+    };
     try {
-      sub = subscribe(names, {
-        runDir,
-        maxRateHz: rate,
-        client: "subscribe",
-        onStatus: (s) => status(`${s.message} (${s.broker})`),
-      });
+      sub = values.wait ? await subscribeWhenReady(names, options) : subscribe(names, options);
     } catch (e) {
       if (e instanceof SubscribeError) {
         if (e.code === "no-broker") {
