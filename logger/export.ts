@@ -12,6 +12,7 @@ import {
 import { Identifier, type Rejection, REJECTION_NAMES } from "../decom/identify.ts";
 import { type LogEntry, LogReader } from "./format.ts";
 import { logFiles } from "./paths.ts";
+import { plural } from "./text.ts";
 import { CONFIG_COPY } from "./writer.ts";
 
 const SPEC: CommandSpec = {
@@ -249,10 +250,10 @@ async function exportLog(
   const nRejected = [...rejected.values()].reduce((a, b) => a + b, 0);
   const why = [...rejected].map(([k, n]) => `${n} ${REJECTION_NAMES[k]}`).join(", ");
   console.error(
-    `export: ${decoded} packets decoded from ${s.files} file${s.files === 1 ? "" : "s"}` +
-      (nRejected ? `; ${nRejected} records are no known packet (${why})` : "") +
-      (s.corrupt ? `; skipped ${s.corrupt} damaged regions (${s.corruptBytes} bytes)` : "") +
-      (s.truncated ? `; ${s.truncated} files end in a truncated record` : ""),
+    `export: ${plural(decoded, "packet")} decoded from ${plural(s.files, "file")}` +
+      (nRejected ? `; records that are no known packet: ${nRejected} (${why})` : "") +
+      (s.corrupt ? `; damaged regions skipped: ${s.corrupt} (${s.corruptBytes} bytes)` : "") +
+      (s.truncated ? `; files ending in a truncated record: ${s.truncated}` : ""),
   );
   for (const p of s.problems) console.error(`export: ${p}`);
   return s.badFiles > 0 ? 1 : 0;

@@ -24,6 +24,7 @@ import {
 } from "../ffi/mod.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 import { claimedCount, convertMessage, MAX_QUEUE_MESSAGE, maxConverted } from "./queue.ts";
+import { bytesText, plural } from "./text.ts";
 import { RunWriter } from "./writer.ts";
 
 const SPEC: CommandSpec = {
@@ -208,10 +209,6 @@ interface Peer {
   watched: boolean;
 }
 
-function mb(bytes: number): string {
-  return `${(bytes / 1e6).toFixed(1)} MB`;
-}
-
 class Logger {
   readonly #ws = new Waitset();
   readonly #peers = new Map<number, Peer>();
@@ -347,7 +344,9 @@ class Logger {
     const source = p.source === undefined
       ? ""
       : ` (source ${this.config.sources[p.source]?.name ?? `#${p.source}`})`;
-    console.log(`logger: decom pid ${p.pid}${source} disconnected after ${p.records} records`);
+    console.log(
+      `logger: decom pid ${p.pid}${source} disconnected after ${plural(p.records, "record")}`,
+    );
   }
 
   /** Writes the buffer; pauses reading on failure (decom buffers meanwhile) and resumes. */
@@ -393,11 +392,11 @@ class Logger {
     const w = this.writer;
     const errors = w.failures + this.#badMessages + this.#refusedPeers;
     const parts = [
-      `${w.files} file${w.files === 1 ? "" : "s"}`,
-      `${w.records} records`,
-      mb(w.bytes),
-      `${this.#connections} decom connection${this.#connections === 1 ? "" : "s"}`,
-      `${errors} error${errors === 1 ? "" : "s"}`,
+      plural(w.files, "file"),
+      plural(w.records, "record"),
+      bytesText(w.bytes),
+      plural(this.#connections, "decom connection"),
+      plural(errors, "error"),
     ];
     console.log(`logger: stopped. ${parts.join(", ")}; logs in ${w.dir}/`);
     if (this.#badMessages > 0) {

@@ -11,6 +11,7 @@ import {
 import { Batch, GswError, MAX_DATAGRAM, UdpSocket, Waitset, WRITABLE } from "../ffi/mod.ts";
 import { type LogEntry, LogReader } from "./format.ts";
 import { logFiles, totalSize } from "./paths.ts";
+import { bytesText, plural } from "./text.ts";
 
 const SPEC: CommandSpec = {
   name: "replay",
@@ -252,24 +253,24 @@ async function replay(files: string[], opts: Options): Promise<number> {
   const elapsed = (performance.now() - started) / 1000;
   const pace = opts.speed > 0 ? `${opts.speed}× speed` : "as fast as possible";
   console.log(
-    `replay: sent ${sender.sent} packets (${(sender.bytes / 1e6).toFixed(1)} MB) to ` +
+    `replay: sent ${plural(sender.sent, "packet")} (${bytesText(sender.bytes)}) to ` +
       `${opts.host}${
         opts.portOffset ? ` (ports ${opts.portOffset > 0 ? "+" : ""}${opts.portOffset})` : ""
       } ` +
-      `from ${s.files} file${s.files === 1 ? "" : "s"} in ${elapsed.toFixed(1)} s ` +
+      `from ${plural(s.files, "file")} in ${elapsed.toFixed(1)} s ` +
       `(log time ${(Number(logSpanNs) / 1e9).toFixed(1)} s, ${pace})` +
       (stop.signal.aborted ? "; stopped early" : ""),
   );
   const notes: string[] = [];
   if (sender.waits) {
-    notes.push(`waited ${sender.waits} times for a full socket buffer (nothing dropped)`);
+    notes.push(`waited ${plural(sender.waits, "time")} for a full socket buffer (nothing dropped)`);
   }
-  if (padded) notes.push(`${padded} truncated records sent zero-filled to their original length`);
+  if (padded) notes.push(`truncated records sent zero-filled to their original length: ${padded}`);
   if (skippedPort) {
-    notes.push(`skipped ${skippedPort} records whose port plus offset is not 1–65535`);
+    notes.push(`records skipped because their port plus offset is not 1–65535: ${skippedPort}`);
   }
-  if (s.corrupt) notes.push(`skipped ${s.corrupt} damaged regions (${s.corruptBytes} bytes)`);
-  if (s.truncated) notes.push(`${s.truncated} files end in a truncated record (lost)`);
+  if (s.corrupt) notes.push(`damaged regions skipped: ${s.corrupt} (${bytesText(s.corruptBytes)})`);
+  if (s.truncated) notes.push(`files ending in a truncated record (lost): ${s.truncated}`);
   for (const n of notes) console.log(`replay: ${n}`);
   for (const p of s.problems) console.error(`replay: ${p}`);
   return s.badFiles > 0 ? 1 : 0;

@@ -159,7 +159,7 @@ Deno.test("export: CSV has one row per packet, one column per measurement, exact
   });
   assert.match(
     r.stderr,
-    /^export: 100 packets decoded from 1 file; 16 records are no known packet \(4 unknown port, 4 wrong length, 4 unknown packet id, 4 oversize \(truncated by the receive buffer\)\)\n$/,
+    /^export: 100 packets decoded from 1 file; records that are no known packet: 16 \(4 unknown port, 4 wrong length, 4 unknown packet id, 4 oversize \(truncated by the receive buffer\)\)\n$/,
   );
 });
 

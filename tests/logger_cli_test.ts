@@ -97,7 +97,7 @@ Deno.test("logger CLI: a second logger on the same run directory is refused, the
       decom.close();
     }
     assert.equal((await first.stop()).code, 0, first.stderr);
-    assert.match(first.stdout, /stopped\. 1 file, 1 records/);
+    assert.match(first.stdout, /stopped\. 1 file, 1 record, /);
   } finally {
     await first.stop("SIGKILL");
   }

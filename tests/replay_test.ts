@@ -120,9 +120,9 @@ Deno.test("replay: every payload reaches its recorded port (+ offset) byte for b
     p.stdout,
     /^replay: sent 600 packets \(.+\) to 127\.0\.0\.1 \(ports \+1000\) from 1 file/,
   );
-  assert.match(p.stdout, /1 truncated records sent zero-filled to their original length/);
-  assert.match(p.stdout, /skipped 1 records whose port plus offset is not 1–65535/);
-  assert.match(p.stdout, /skipped 1 damaged regions/);
+  assert.match(p.stdout, /truncated records sent zero-filled to their original length: 1\n/);
+  assert.match(p.stdout, /records skipped because their port plus offset is not 1–65535: 1\n/);
+  assert.match(p.stdout, /damaged regions skipped: 1 \(1\.1 kB\)\n/);
 });
 
 Deno.test("replay: --speed paces the records, in order and complete", async () => {
