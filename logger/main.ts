@@ -85,6 +85,16 @@ export async function main(args: string[]): Promise<number> {
       throw e;
     }
 
+    // The socket first: a second logger on this run directory stops here, before it makes a
+    // run directory of its own.
+    let listener: UnixListener;
+    try {
+      listener = new UnixListener(socketPath);
+    } catch (e) {
+      if (e instanceof GswError) throw new UserError(e.message);
+      throw e;
+    }
+
     let writer: RunWriter;
     try {
       writer = RunWriter.create({
@@ -99,6 +109,7 @@ export async function main(args: string[]): Promise<number> {
         nowNs: realtimeNs,
       });
     } catch (e) {
+      listener.close();
       if (e instanceof Deno.errors.NotCapable) {
         throw new UserError(
           `may not write to ${logDir}: \`deno task logger\` is allowed to write only under ` +
@@ -112,15 +123,6 @@ export async function main(args: string[]): Promise<number> {
       );
     }
 
-    let listener: UnixListener;
-    try {
-      listener = new UnixListener(socketPath);
-    } catch (e) {
-      writer.close();
-      removeEmptyRun(writer);
-      if (e instanceof GswError) throw new UserError(e.message);
-      throw e;
-    }
     return await new Logger(listener, writer, config).run();
   });
 }
@@ -156,16 +158,6 @@ function hostName(): string {
     } catch {
       return "unknown";
     }
-  }
-}
-
-/** Leaves no empty run directory behind when the logger could not start. */
-function removeEmptyRun(writer: RunWriter): void {
-  if (writer.records > 0) return;
-  try {
-    Deno.removeSync(writer.dir, { recursive: true });
-  } catch {
-    // Best effort.
   }
 }
 
