@@ -209,6 +209,7 @@ class Logger {
   #nextToken = 1;
   #stopping = false;
   #paused = false;
+  #syncFailureSaid = false;
   /** Connections accepted, refused, and messages refused (malformed). */
   #connections = 0;
   #refusedPeers = 0;
@@ -246,7 +247,10 @@ class Logger {
           }
         }
         this.#write();
-        this.writer.maybeSync(SYNC_INTERVAL_MS);
+        if (!this.writer.maybeSync(SYNC_INTERVAL_MS) && !this.#syncFailureSaid) {
+          this.#syncFailureSaid = true; // once: it would repeat every second
+          console.error(`logger: ${this.writer.error}; records may be lost if power fails`);
+        }
       }
       return this.#shutdown();
     } finally {

@@ -254,17 +254,22 @@ export class RunWriter {
     }
   }
 
-  /** fdatasync at most every `intervalMs`, so a power cut loses at most that much. */
-  maybeSync(intervalMs: number): void {
+  /**
+   * fdatasync at most every `intervalMs`, so a power cut loses at most that much. Returns
+   * false (and sets `error`) when the sync failed: the data may not be on disk.
+   */
+  maybeSync(intervalMs: number): boolean {
     const now = performance.now();
-    if (!this.#unsynced || !this.#file || now - this.#lastSync < intervalMs) return;
+    if (!this.#unsynced || !this.#file || now - this.#lastSync < intervalMs) return true;
     this.#lastSync = now;
     try {
       this.#file.syncDataSync();
       this.#unsynced = false;
+      return true;
     } catch (e) {
       this.failures++;
-      this.error = `cannot sync ${this.currentFile}: ${errorText(e)}`;
+      this.error = `cannot sync ${this.currentFile} to disk: ${errorText(e)}`;
+      return false;
     }
   }
 
