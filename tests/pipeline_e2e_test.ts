@@ -5,6 +5,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { decodeRaw, findMeasurement } from "../config/mod.ts";
 import type { Sample } from "../ffi/mod.ts";
+import { subscribe } from "../mod.ts";
 import { eventually, Pipeline } from "./helpers/pipeline.ts";
 
 /** A Nav packet (24 bytes) for sequence number k, encoded by hand (not with gsw's encoder). */
@@ -27,6 +28,10 @@ Deno.test("every value a subscriber sees is the value its datagram carried", asy
   await p.decom();
   await p.broker();
   const names = ["MISSION_TIME", "ALTITUDE", "ACCEL_X", "BARO_PRESSURE", "IMU_OK", "KALMAN_MODE"];
+  // Subscribers of every kind at once: the CLI (--json, its own process), the library, and
+  // two raw-protocol readers (one rate-limited).
+  const cli = p.spawn("subscribe", ["--json", ...names], "subscribe");
+  using lib = subscribe(names, { runDir: p.runDir });
   const subs = [p.subscribeRaw(names), p.subscribeRaw(names), p.subscribeRaw(["ALTITUDE"], 20)];
   const ms = names.map((n) => findMeasurement(p.config, n)!);
   const expected = (key: string, k: number): unknown =>
@@ -59,6 +64,22 @@ Deno.test("every value a subscriber sees is the value its datagram carried", asy
     const done = seen.every((m, i) => (i < 2 ? ms : [ms[1]]).every((x) => m.get(x.key) === N));
     return done ? true : undefined;
   });
+  // The library: every update it delivered carries its datagram's value.
+  let libLast = 0;
+  for (;;) {
+    const u = lib.next(5000);
+    assert(u, "the library subscriber got the values");
+    assertEquals(u.raw, expected(u.measurement, u.seq), `library ${u.measurement} seq ${u.seq}`);
+    if (u.measurement === "ALTITUDE") libLast = u.seq;
+    if (libLast === N) break;
+  }
+  // The CLI: every JSON line printed carries its datagram's value.
+  await cli.waitFor(new RegExp(`"measurement":"ALTITUDE".*"seq":${N},`));
+  const printed = cli.lines.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+  assert(printed.length >= names.length, "the CLI printed updates");
+  for (const o of printed) {
+    assertEquals(o.raw, expected(o.measurement, o.seq), `CLI ${o.measurement} seq ${o.seq}`);
+  }
   for (const s of subs) {
     s.reader.close();
     s.conn.close();
