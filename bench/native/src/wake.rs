@@ -89,6 +89,106 @@ impl WakeMechanism for EventfdWake {
     }
 }
 
+/// The eventfd floor with gsw's syscall pattern instead of a blocking `read`: a non-blocking
+/// eventfd, drained (non-blocking `read`) and re-checked before sleeping in `poll(2)`; after the
+/// wake-up the value is taken without another syscall. Measured next to [`EventfdWake`] it
+/// shows what sleeping in `poll` rather than `read` costs a wake-up.
+#[derive(Debug)]
+pub struct EventfdPollWake {
+    shm: SharedMem,
+    efd: std::os::fd::OwnedFd,
+    size: usize,
+    last: u64,
+}
+
+impl EventfdPollWake {
+    /// A mechanism carrying `payload_size`-byte payloads.
+    pub fn new(payload_size: usize) -> io::Result<Self> {
+        // SAFETY: eventfd has no memory arguments.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            shm: SharedMem::create("gsw-bench-eventfd-poll-wake", EV_DATA + payload_size)?,
+            // SAFETY: eventfd just returned this descriptor and nothing else owns it.
+            efd: unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) },
+            size: payload_size,
+            last: 0,
+        })
+    }
+
+    fn take(&mut self, out: &mut [u8]) -> bool {
+        // Acquire: pairs with publish's Release store, making the payload bytes visible.
+        let s = self.shm.atomic_u64(EV_SEQ).load(Ordering::Acquire);
+        if s == self.last {
+            return false;
+        }
+        self.last = s;
+        // SAFETY: the writer does not touch the bytes again until we announce that we wait
+        // for the next value (see EventfdWake::publish).
+        unsafe { self.shm.read_bytes(EV_DATA, &mut out[..self.size]) };
+        true
+    }
+}
+
+impl WakeMechanism for EventfdPollWake {
+    fn name(&self) -> &str {
+        "eventfd_poll_wake"
+    }
+
+    fn publish(&mut self, p: &[u8]) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: as in EventfdWake::publish.
+        unsafe { self.shm.write_bytes(EV_DATA, p) };
+        // Release: the payload bytes above are visible to a reader whose Acquire load sees it.
+        self.shm
+            .atomic_u64(EV_SEQ)
+            .store(payload::seq(p), Ordering::Release);
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: 8 readable bytes, the size eventfd requires.
+        if unsafe { libc::write(self.efd.as_raw_fd(), one.as_ptr().cast(), 8) } != 8 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait_read(&mut self, out: &mut [u8], timeout: Duration) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let deadline = Deadline::after(timeout);
+        loop {
+            if self.take(out) {
+                return Ok(());
+            }
+            let mut buf = [0u8; 8];
+            // SAFETY: 8 writable bytes; a non-blocking eventfd at zero fails with EAGAIN.
+            unsafe { libc::read(self.efd.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+            if self.take(out) {
+                return Ok(());
+            }
+            let Some(left) = deadline.remaining() else {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "eventfd poll: no value in time (lost wake-up?)",
+                ));
+            };
+            let mut pfd = libc::pollfd {
+                fd: self.efd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// The old scheme: readers/writer lock + futex on a counter ([`BaselineShm`]).
 #[derive(Debug)]
 pub struct BaselineWake {

@@ -8,7 +8,8 @@
 //!   with two clock reads; the figures are nanoseconds per operation: (batch time − the median
 //!   time of two back-to-back clock reads, measured interleaved) / batch.
 //! - `wake`: publish → blocked reader has the payload, for gsw ([`GswWake`]), a raw eventfd
-//!   (the kernel's floor) and the old scheme ([`BaselineWake`]), by [`wake::measure`].
+//!   (the kernel's floor) and the old scheme ([`BaselineWake`]), by [`wake::measure`]; plus
+//!   [`EventfdPollWake`] (the floor with gsw's drain + `poll` instead of a blocking `read`).
 //! - `throughput`: writer throughput with a reader attached that reads flat out, gsw vs the
 //!   old scheme, in alternating phases.
 //!
@@ -29,7 +30,7 @@ use crate::report::Report;
 use crate::shm::SharedMem;
 use crate::stats::{summarize, Summary};
 use crate::sys::{futex_wait, futex_wake};
-use crate::wake::{self, BaselineWake, EventfdWake, WakeMechanism, WakeOptions};
+use crate::wake::{self, BaselineWake, EventfdPollWake, EventfdWake, WakeMechanism, WakeOptions};
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -48,6 +49,8 @@ gsw-bench-native channel [--parts micro,wake,throughput] [--batches N] [--batch 
               wake_p50_vs_baseline_ratio
   throughput  writer throughput with a reader reading flat out, gsw vs the old scheme:
               writer_vs_baseline_ratio
+  wake also measures eventfd_poll_wake: the eventfd floor with gsw's syscalls (drain, poll)
+  instead of a blocking read
   wake and throughput also measure sleepflag_*: gsw's protocol with a reader-asleep flag so
   the writer rings only a sleeping reader (a proposed change, for comparison)
   --parts LIST     which parts, comma-separated (default all three)
@@ -710,6 +713,7 @@ pub fn run(o: &Options) -> io::Result<Report> {
             Box::new(EventfdWake::new(o.size)?),
             Box::new(BaselineWake::new(BaselineShm::create(o.size)?)),
             Box::new(SleepFlagChannel::new(o.size)?),
+            Box::new(EventfdPollWake::new(o.size)?),
         ];
         let wo = WakeOptions {
             samples: o.samples,
@@ -730,10 +734,12 @@ pub fn run(o: &Options) -> io::Result<Report> {
         let evp = summarize(&mut run.results[1].publish).ok_or_else(none)?;
         let blp = summarize(&mut run.results[2].publish).ok_or_else(none)?;
         let sf = summarize(&mut run.results[3].samples).ok_or_else(none)?;
+        let evp_wake = summarize(&mut run.results[4].samples).ok_or_else(none)?;
         r.latency("gsw_wake", &g, Some(&ev));
         r.latency("eventfd_wake", &ev, None);
         r.latency("baseline_wake", &bl, Some(&ev));
         r.latency("sleepflag_wake", &sf, Some(&ev));
+        r.latency("eventfd_poll_wake", &evp_wake, Some(&ev));
         r.push_ref(
             "gsw_wake_vs_baseline_p50_ns",
             g.p50 as f64,
