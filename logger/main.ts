@@ -161,6 +161,15 @@ function hostName(): string {
   }
 }
 
+/** `path` made absolute, or as given where this process may not read the working directory. */
+function absolute(path: string): string {
+  try {
+    return resolve(path);
+  } catch {
+    return path;
+  }
+}
+
 function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
 }
@@ -172,9 +181,9 @@ function shellQuote(s: string): string {
 // deno-lint-ignore no-explicit-any
 function permittedCommand(values: Record<string, any>, logDir: string): string {
   const main = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
-  const args = ["--log-dir", resolve(logDir)];
-  if (values["run-dir"]) args.push("--run-dir", resolve(values["run-dir"]));
-  if (values.config) args.push("--config", resolve(values.config));
+  const args = ["--log-dir", absolute(logDir)];
+  if (values["run-dir"]) args.push("--run-dir", absolute(values["run-dir"]));
+  if (values.config) args.push("--config", absolute(values.config));
   if (values["max-file-mb"]) args.push("--max-file-mb", values["max-file-mb"]);
   return [
     "deno",
@@ -183,7 +192,7 @@ function permittedCommand(values: Record<string, any>, logDir: string): string {
     "--allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR,GSW_LIB,HOME",
     "--ignore-env=LOG_TOKENS,LOG_STREAM",
     "--allow-read",
-    `--allow-write=${resolve(logDir)}`,
+    `--allow-write=${absolute(logDir)}`,
     main,
     "logger",
     ...args,
