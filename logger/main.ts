@@ -73,58 +73,90 @@ export async function main(args: string[]): Promise<number> {
     const { values, help, positionals } = parseCommand(SPEC, args);
     if (help) return 0;
     if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-    const maxMb = numberOption(values["max-file-mb"], "max-file-mb", { min: 0.001 }) ?? 256;
-    const configPath: string = values.config ?? DEFAULT_CONFIG_PATH;
-    const logDir: string = values["log-dir"] ?? DEFAULT_LOG_DIR;
-    const { config, bytes } = await readConfig(configPath);
-    let socketPath: string;
+    // Listen for signals before the socket exists, so a stop during start-up still removes it.
+    const stop = new StopSignal();
     try {
-      socketPath = loggerSocket(openRunDir(values["run-dir"]));
-    } catch (e) {
-      if (e instanceof GswError) throw new UserError(e.message);
-      throw e;
+      return await start(values, stop);
+    } finally {
+      stop.close();
     }
+  });
+}
 
-    // The socket first: a second logger on this run directory stops here, before it makes a
-    // run directory of its own.
-    let listener: UnixListener;
-    try {
-      listener = new UnixListener(socketPath);
-    } catch (e) {
-      if (e instanceof GswError) throw new UserError(e.message);
-      throw e;
-    }
+/** SIGINT/SIGTERM as a flag and a wake-up, from the moment the logger starts. */
+class StopSignal {
+  requested = false;
+  /** Called on a signal: cancels the waitset's wait once there is one. */
+  wake = () => {};
+  readonly #on = () => {
+    this.requested = true;
+    this.wake();
+  };
 
-    let writer: RunWriter;
-    try {
-      writer = RunWriter.create({
-        logDir,
-        maxFileBytes: Math.round(maxMb * 1024 * 1024),
-        configBytes: bytes,
-        configPath,
-        configName: config.name,
-        configHash: config.hash,
-        host: hostName(),
-        gswVersion: denoConfig.version,
-        nowNs: realtimeNs,
-      });
-    } catch (e) {
-      listener.close();
-      if (e instanceof Deno.errors.NotCapable) {
-        throw new UserError(
-          `may not write to ${logDir}: \`deno task logger\` is allowed to write only under ` +
-            `./logs. Run it with write permission for that directory:\n  ` +
-            permittedCommand(values, logDir),
-        );
-      }
+  constructor() {
+    Deno.addSignalListener("SIGINT", this.#on);
+    Deno.addSignalListener("SIGTERM", this.#on);
+  }
+
+  close(): void {
+    Deno.removeSignalListener("SIGINT", this.#on);
+    Deno.removeSignalListener("SIGTERM", this.#on);
+  }
+}
+
+// deno-lint-ignore no-explicit-any
+async function start(values: Record<string, any>, stop: StopSignal): Promise<number> {
+  const maxMb = numberOption(values["max-file-mb"], "max-file-mb", { min: 0.001 }) ?? 256;
+  const configPath: string = values.config ?? DEFAULT_CONFIG_PATH;
+  const logDir: string = values["log-dir"] ?? DEFAULT_LOG_DIR;
+  const { config, bytes } = await readConfig(configPath);
+  let socketPath: string;
+  try {
+    socketPath = loggerSocket(openRunDir(values["run-dir"]));
+  } catch (e) {
+    if (e instanceof GswError) throw new UserError(e.message);
+    throw e;
+  }
+
+  // The socket first: a second logger on this run directory stops here, before it makes a
+  // run directory of its own.
+  let listener: UnixListener;
+  try {
+    listener = new UnixListener(socketPath);
+  } catch (e) {
+    if (e instanceof GswError) throw new UserError(e.message);
+    throw e;
+  }
+
+  let writer: RunWriter;
+  try {
+    writer = RunWriter.create({
+      logDir,
+      maxFileBytes: Math.round(maxMb * 1024 * 1024),
+      configBytes: bytes,
+      configPath,
+      configName: config.name,
+      configHash: config.hash,
+      host: hostName(),
+      gswVersion: denoConfig.version,
+      nowNs: realtimeNs,
+    });
+  } catch (e) {
+    listener.close();
+    if (e instanceof Deno.errors.NotCapable) {
       throw new UserError(
-        `cannot create a run directory in ${logDir}: ${(e as Error).message}; ` +
-          "check that the directory exists or can be created, is writable and has free space",
+        `may not write to ${logDir}: \`deno task logger\` is allowed to write only under ` +
+          `./logs. Run it with write permission for that directory:\n  ` +
+          permittedCommand(values, logDir),
       );
     }
+    throw new UserError(
+      `cannot create a run directory in ${logDir}: ${(e as Error).message}; ` +
+        "check that the directory exists or can be created, is writable and has free space",
+    );
+  }
 
-    return await new Logger(listener, writer, config).run();
-  });
+  return await new Logger(listener, writer, config, stop).run();
 }
 
 async function readConfig(path: string): Promise<{ config: Config; bytes: Uint8Array }> {
@@ -216,7 +248,6 @@ class Logger {
   readonly #rx = new Uint8Array(RECEIVE_BUFFER);
   readonly #rxView = new DataView(this.#rx.buffer);
   #nextToken = 1;
-  #stopping = false;
   #paused = false;
   #syncFailureSaid = false;
   /** Connections accepted, refused, and messages refused (malformed). */
@@ -229,25 +260,21 @@ class Logger {
     readonly listener: UnixListener,
     readonly writer: RunWriter,
     readonly config: Config,
+    readonly stop: StopSignal,
   ) {}
 
   async run(): Promise<number> {
-    const stop = () => {
-      this.#stopping = true;
-      this.#ws.cancel();
-    };
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
+    this.stop.wake = () => this.#ws.cancel();
     console.log(
       `logger: recording to ${this.writer.dir}/ (config ${this.config.name}, sha256 ` +
         `${this.config.hash.slice(0, 12)}); listening on ${this.listener.path}`,
     );
     try {
       this.#ws.add(this.listener.fd, LISTENER, READABLE);
-      while (!this.#stopping) {
+      while (!this.stop.requested) {
         const timeout = this.#paused ? RETRY_MS : this.writer.unsynced ? SYNC_INTERVAL_MS : -1;
         const ready = await this.#ws.wait(timeout);
-        if (this.#stopping) break;
+        if (this.stop.requested) break;
         for (const r of ready) {
           if (r.token === LISTENER) this.#acceptAll();
           else {
@@ -263,8 +290,7 @@ class Logger {
       }
       return this.#shutdown();
     } finally {
-      Deno.removeSignalListener("SIGINT", stop);
-      Deno.removeSignalListener("SIGTERM", stop);
+      this.stop.wake = () => {};
       this.listener.close();
       for (const p of this.#peers.values()) p.conn.close();
       this.#ws.close();
