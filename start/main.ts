@@ -115,7 +115,8 @@ export function main(args: string[]): Promise<number> {
           ffi,
           env,
           quiet,
-          read,
+          // The config (copied next to the logs) and the host name for the log headers.
+          `--allow-read=${configPath},/etc/hostname`,
           `--allow-write=${logDir}`,
           MAIN,
           "logger",
