@@ -315,13 +315,16 @@ export class Broker {
 
   #onRequest(server: number, client: Client, req: Request): Answer {
     const { config } = this.#opts;
+    const ok = {
+      v: PROTOCOL_VERSION,
+      ok: true as const,
+      configName: config.name,
+      configHash: config.hash,
+    };
     if (req.op === "list") {
       return {
         reply: {
-          v: PROTOCOL_VERSION,
-          ok: true,
-          configName: config.name,
-          configHash: config.hash,
+          ...ok,
           measurements: this.#opts.measurements.map((m) => ({
             key: m.key,
             name: m.name,
@@ -369,10 +372,7 @@ export class Broker {
     };
     return {
       reply: {
-        v: PROTOCOL_VERSION,
-        ok: true,
-        configName: config.name,
-        configHash: config.hash,
+        ...ok,
         channels: wanted.map((m, channel) => ({
           channel,
           key: m.key,
@@ -391,6 +391,11 @@ export class Broker {
         this.#subscribers.set(`${server}:${client.id}`, sub);
         const now = monotonicNs();
         for (const s of this.#sources) this.#route(s, sub, now);
+        this.#opts.log(
+          `${sub.label} follows ${wanted.length} measurement${wanted.length === 1 ? "" : "s"}${
+            rate > 0 ? ` at most ${rate} Hz` : ""
+          }`,
+        );
       },
     };
   }
@@ -402,6 +407,7 @@ export class Broker {
     this.#subscribers.delete(key);
     for (const s of this.#sources) s.fanout?.remove(sub.writer);
     sub.writer.close();
+    this.#opts.log(`${sub.label} left`);
   }
 
   summary(): string {

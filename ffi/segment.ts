@@ -178,16 +178,18 @@ export class SegmentReader extends NativeObject {
   /** Takes the newest value of `channel` if a new one was published; null otherwise. */
   take(channel: number): Sample | null {
     const r = native().gsw_reader_take(this.handle, channel, this.#one, this.#one.byteLength);
-    if (check(r, "take") === 0) return null;
-    const { sample } = readRecord(this.#oneView, this.#one, 0);
-    sample.bytes = sample.bytes.slice();
-    return sample;
+    return this.#copyOne(r, "take");
   }
 
   /** The newest value this reader has taken for `channel`, or null if it never took one. */
   current(channel: number): Sample | null {
     const r = native().gsw_reader_current(this.handle, channel, this.#one, this.#one.byteLength);
-    if (check(r, "current") === 0) return null;
+    return this.#copyOne(r, "current");
+  }
+
+  /** The sample a single-value call wrote into `#one` (copied out), or null if it wrote none. */
+  #copyOne(result: number, op: string): Sample | null {
+    if (check(result, op) === 0) return null;
     const { sample } = readRecord(this.#oneView, this.#one, 0);
     sample.bytes = sample.bytes.slice();
     return sample;

@@ -12,6 +12,7 @@ import { Batch, GswError, MAX_DATAGRAM, UdpSocket, Waitset, WRITABLE } from "../
 import { type LogEntry, LogReader } from "./format.ts";
 import { logFiles, totalSize } from "./paths.ts";
 import { bytesText, plural } from "./text.ts";
+import { sleep } from "../cli/sleep.ts";
 
 const SPEC: CommandSpec = {
   name: "replay",
@@ -156,19 +157,6 @@ class Sender {
     this.#batch.close();
     this.#socket.close();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done);
-  });
 }
 
 async function replay(files: string[], opts: Options): Promise<number> {

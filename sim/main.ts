@@ -11,6 +11,7 @@ import {
 import { DEFAULT_CONFIG_PATH, loadConfig } from "../config/load.ts";
 import { type Config, ConfigError, type Packet } from "../config/types.ts";
 import { createSimState, flightProfile, makePacket, PHASES } from "./generate.ts";
+import { sleep } from "../cli/sleep.ts";
 
 const SPEC: CommandSpec = {
   name: "sim",
@@ -175,18 +176,5 @@ function sendAddress(bind: string): string {
 function send(socket: Socket, bytes: Uint8Array, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     socket.send(bytes, port, host, (err) => (err ? reject(err) : resolve()));
-  });
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done);
   });
 }

@@ -103,6 +103,28 @@ unsafe fn rc_clone<T>(ptr: *const T) -> Result<Rc<T>> {
     }
 }
 
+/// Gives back the caller's reference to an `Rc` handle (null is ignored).
+///
+/// # Safety
+/// `ptr` must be null or a live handle made by `Rc::into_raw` of this library, not used again.
+unsafe fn release_rc<T>(ptr: *mut T) {
+    if !ptr.is_null() {
+        // SAFETY: the handle came from Rc::into_raw; this gives back the caller's count.
+        drop(unsafe { Rc::from_raw(ptr as *const T) });
+    }
+}
+
+/// Frees a `Box` handle (null is ignored).
+///
+/// # Safety
+/// `ptr` must be null or a live handle made by `Box::into_raw` of this library, not used again.
+unsafe fn release_box<T>(ptr: *mut T) {
+    if !ptr.is_null() {
+        // SAFETY: the handle came from Box::into_raw and is released once.
+        drop(unsafe { Box::from_raw(ptr) });
+    }
+}
+
 /// # Safety
 /// `ptr`/`len` must describe readable bytes (a path without NUL).
 unsafe fn path<'a>(ptr: *const u8, len: usize) -> Result<&'a Path> {
@@ -236,10 +258,8 @@ pub unsafe extern "C" fn gsw_writer_create(
 /// `w` must be null or a live writer handle, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn gsw_writer_free(w: *mut SegmentWriter) {
-    if !w.is_null() {
-        // SAFETY: the handle came from Rc::into_raw; this gives back the caller's count.
-        drop(unsafe { Rc::from_raw(w as *const SegmentWriter) });
-    }
+    // SAFETY: per this function's contract.
+    unsafe { release_rc(w) }
 }
 
 /// Writes the data memfd, control memfd and doorbell descriptors into `out[0..3]`.
@@ -389,10 +409,8 @@ pub extern "C" fn gsw_reader_attach(
 /// `r` must be null or a live reader handle, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn gsw_reader_free(r: *mut SegmentReader) {
-    if !r.is_null() {
-        // SAFETY: the handle came from Rc::into_raw; this gives back the caller's count.
-        drop(unsafe { Rc::from_raw(r as *const SegmentReader) });
-    }
+    // SAFETY: per this function's contract.
+    unsafe { release_rc(r) }
 }
 
 /// Writes [channels, doorbell fd, bytes for a full take_pending batch] as u32 into `out`.
@@ -560,10 +578,8 @@ pub extern "C" fn gsw_waitset_new() -> *mut Waitset {
 /// `ws` must be null or a live waitset handle with no wait in progress; not used again.
 #[no_mangle]
 pub unsafe extern "C" fn gsw_waitset_free(ws: *mut Waitset) {
-    if !ws.is_null() {
-        // SAFETY: the handle came from Box::into_raw and is released once.
-        drop(unsafe { Box::from_raw(ws) });
-    }
+    // SAFETY: per this function's contract.
+    unsafe { release_box(ws) }
 }
 
 /// Watches `fd` for `interest` (1 readable, 2 writable), reported as `token`.
@@ -995,10 +1011,8 @@ pub extern "C" fn gsw_batch_new(max: u32) -> *mut Batch {
 /// `b` must be null or a live batch handle, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn gsw_batch_free(b: *mut Batch) {
-    if !b.is_null() {
-        // SAFETY: the handle came from Box::into_raw and is released once.
-        drop(unsafe { Box::from_raw(b) });
-    }
+    // SAFETY: per this function's contract.
+    unsafe { release_box(b) }
 }
 
 /// Receives datagrams from `fd` into `buf` (slots of `slot` bytes) with 32-byte metadata
@@ -1118,10 +1132,8 @@ pub unsafe extern "C" fn gsw_extractor_new(
 /// `e` must be null or a live extractor handle, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn gsw_extractor_free(e: *mut Extractor) {
-    if !e.is_null() {
-        // SAFETY: the handle came from Box::into_raw and is released once.
-        drop(unsafe { Box::from_raw(e) });
-    }
+    // SAFETY: per this function's contract.
+    unsafe { release_box(e) }
 }
 
 /// Attaches writer `w` as a link; `channel_of` has one u32 per measurement (u32::MAX: not on
@@ -1230,10 +1242,8 @@ pub unsafe extern "C" fn gsw_fanout_new(r: *const SegmentReader) -> *mut Fanout 
 /// `f` must be null or a live fanout handle, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn gsw_fanout_free(f: *mut Fanout) {
-    if !f.is_null() {
-        // SAFETY: the handle came from Box::into_raw and is released once.
-        drop(unsafe { Box::from_raw(f) });
-    }
+    // SAFETY: per this function's contract.
+    unsafe { release_box(f) }
 }
 
 /// Routes source channel `src` to channel `dst` of writer `w`, at most once per
@@ -1309,10 +1319,8 @@ pub extern "C" fn gsw_logq_new(source: u16, max_pending: u32) -> *mut LogQueue {
 /// `q` must be null or a live queue handle, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn gsw_logq_free(q: *mut LogQueue) {
-    if !q.is_null() {
-        // SAFETY: the handle came from Box::into_raw and is released once.
-        drop(unsafe { Box::from_raw(q) });
-    }
+    // SAFETY: per this function's contract.
+    unsafe { release_box(q) }
 }
 
 /// Connects to the logger's socket at the path (replacing any earlier connection).
