@@ -2,7 +2,8 @@
  * Turns the JSON lines of `deno task bench` into the Markdown tables of `bench/RESULTS.md`
  * (one table per benchmark, every metric with its value, same-run reference and ratio).
  *
- *   deno task bench > bench.jsonl && deno run bench/results_table.ts < bench.jsonl
+ *   deno task bench > bench.jsonl && deno run bench/results_table.ts < bench.jsonl > t.md
+ *   deno fmt t.md   # the project formats its Markdown with deno fmt
  */
 import type { Metric } from "./lib/report.ts";
 
@@ -18,7 +19,7 @@ for (const line of text.split("\n")) {
   if (!line.trim()) continue;
   const o = JSON.parse(line);
   if (o.bench === "machine") {
-    console.log("```json\n" + line + "\n```\n");
+    console.log("```text\n" + line + "\n```\n");
     continue;
   }
   const m = o as Metric;
