@@ -266,7 +266,7 @@ export class Broker {
           const m = this.#opts.config.measurements.find((x) => x.key === ch.key);
           if (m) s.channelOf.set(m.index, ch.channel);
         }
-        this.#ws.add(reader.doorbellFd, TOKEN_SOURCE_BELL + s.index, READABLE);
+        this.#ws.addReader(reader, TOKEN_SOURCE_BELL + s.index);
         const now = monotonicNs();
         for (const sub of this.#subscribers.values()) this.#route(s, sub, now);
         s.lastProblem = "";

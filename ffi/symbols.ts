@@ -74,6 +74,8 @@ export const symbols = {
   gsw_waitset_free: { parameters: ["pointer"], result: "void" },
   // int32_t gsw_waitset_add(const Waitset *ws, int fd, uint32_t token, uint32_t interest)
   gsw_waitset_add: { parameters: ["pointer", "i32", "u32", "u32"], result: "i32" },
+  // int32_t gsw_waitset_add_reader(const Waitset *ws, const SegmentReader *r, uint32_t token)
+  gsw_waitset_add_reader: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   // int32_t gsw_waitset_modify(const Waitset *ws, int fd, uint32_t token, uint32_t interest)
   gsw_waitset_modify: { parameters: ["pointer", "i32", "u32", "u32"], result: "i32" },
   // int32_t gsw_waitset_remove(const Waitset *ws, int fd)
@@ -214,6 +216,6 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version these bindings were written for (`ABI_VERSION` in `ffi/src/abi.rs`). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

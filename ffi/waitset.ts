@@ -4,6 +4,7 @@
  * `waitSync()` blocks the thread instead, for dedicated workers.
  */
 import { NativeObject } from "./handle.ts";
+import type { SegmentReader } from "./segment.ts";
 import { check, checkPtr, decodeNative, native, nativeError } from "./library.ts";
 
 /** Readiness bits, as in `ffi/src/waitset.rs`. */
@@ -32,6 +33,19 @@ export class Waitset extends NativeObject {
   /** Watches `fd` for `interest` (READABLE and/or WRITABLE; hang-ups always reported). */
   add(fd: number, token: number, interest = READABLE): void {
     check(native().gsw_waitset_add(this.handle, fd, token, interest), "waitset add");
+  }
+
+  /**
+   * Watches a segment reader's doorbell as `token`, and lets its writer skip the doorbell
+   * while this process is awake: each wait tells the segment when the process sleeps. Use
+   * this rather than `add(reader.doorbellFd, …)` for readers drained with `takePending`;
+   * `remove(reader.doorbellFd)` before closing the reader.
+   */
+  addReader(reader: SegmentReader, token: number): void {
+    check(
+      native().gsw_waitset_add_reader(this.handle, reader.handle, token),
+      "waitset add reader",
+    );
   }
 
   modify(fd: number, token: number, interest: number): void {

@@ -641,7 +641,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       });
       return;
     }
-    this.#ws.add(reader.doorbellFd, bellToken(link), READABLE);
+    this.#ws.addReader(reader, bellToken(link));
     link.state = "live";
     if (link.after) {
       this.#onStatus?.({ broker: link.path, connected: true, message: "reconnected" });

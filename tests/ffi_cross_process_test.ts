@@ -100,9 +100,10 @@ for (const mode of ["sync", "async"] as const) {
           `reader slept ${r.sleeps} times, woke to nothing ${r.emptyWakes} times`,
       );
       assert.equal(r.values, rounds);
-      // Every publish found the reader idle (it had taken everything), so each rang.
-      assert.equal(w.rings, rounds);
-      assert.equal(w.ringsReported, rounds);
+      // Every publish found the reader idle (it had taken everything); it rang unless the
+      // reader was still awake (its awake word set), which its pre-sleep re-check covers.
+      assert.ok(w.rings <= rounds && w.rings >= rounds / 2, `${w.rings} rings`);
+      assert.equal(w.ringsReported, w.rings);
       // The test proves something only about rounds in which the reader really slept.
       assert.ok(r.sleeps >= rounds / 10, `the reader slept in only ${r.sleeps} rounds`);
     });
@@ -154,7 +155,7 @@ Deno.test("a writer keeps publishing while its reader process is stopped, ringin
   });
 });
 
-Deno.test("333 channels behind one doorbell across processes: every update seen, one ring per batch", async () => {
+Deno.test("333 channels behind one doorbell across processes: every update seen, at most one ring per batch", async () => {
   using dir = tempRunDir();
   const batches = 400;
   await withChildren(async (spawn) => {
@@ -172,7 +173,8 @@ Deno.test("333 channels behind one doorbell across processes: every update seen,
     // The reader checked each value (channel in the batch, next seq, nothing skipped) and
     // acknowledged each batch only once complete; here: nothing went missing in between.
     assert.equal(r.values, w.publishes);
-    assert.equal(w.rings, batches, "exactly one ring per batch");
-    assert.equal(w.ringsReported, batches, "ring() reported each of them");
+    // At most one ring per batch (none when the reader was still awake when it came).
+    assert.ok(w.rings >= 1 && w.rings <= batches, `${w.rings} rings for ${batches} batches`);
+    assert.equal(w.ringsReported, w.rings, "ring() reported each of them");
   });
 });

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 /// Version of this ABI; the TypeScript side refuses a library with another.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// # Safety
 /// `ptr` must be null or point at `len` readable bytes that stay valid for `'a`.
@@ -597,6 +597,26 @@ pub unsafe extern "C" fn gsw_waitset_add(
         // SAFETY: per this function's contract.
         let (ws, fd) = unsafe { (obj(ws)?, sys::borrow(fd)?) };
         ws.add(fd, token, interest)?;
+        Ok(0)
+    }) as i32
+}
+
+/// Watches reader `r`'s doorbell as `token`, and tells its writer when this process sleeps,
+/// so the writer can skip signals while it is awake (see `protocol`). Remove with
+/// `gsw_waitset_remove` (of the doorbell descriptor) before freeing the reader.
+///
+/// # Safety
+/// `ws` a live waitset handle; `r` a live reader handle.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_waitset_add_reader(
+    ws: *const Waitset,
+    r: *const SegmentReader,
+    token: u32,
+) -> i32 {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        let (ws, r) = unsafe { (obj(ws)?, obj(r)?) };
+        ws.add_reader(r.doorbell(), token, r.control_words())?;
         Ok(0)
     }) as i32
 }

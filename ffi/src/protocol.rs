@@ -18,6 +18,12 @@
 //! - pending bits: a writer that feeds many channels to one reader also sets the channel's bit
 //!   in a shared bitmap when its swap found FRESH clear, so a woken reader visits only the
 //!   channels that changed instead of scanning every control word.
+//! - the awake word: a signal is a syscall (~10× a publish), wasted when the reader is awake
+//!   and will find the value anyway. A reader that opts in sets the segment's *awake* word
+//!   while it works and clears it, then re-checks, before it sleeps; the writer signals only
+//!   if some publish found FRESH clear **and** the word says the reader may be asleep. A
+//!   reader that never touches the word (it stays 0: "may be asleep") is signalled exactly as
+//!   without it, so any event loop can still poll the doorbell descriptor.
 
 #[cfg(loom)]
 pub use loom::sync::atomic::{AtomicU64, Ordering};
@@ -108,6 +114,34 @@ pub fn restore_pending(word: &AtomicU64, bits: u64) {
     // Relaxed: the bits are only a hint to our own next scan; the channels' FRESH bits
     // still carry the data ordering.
     word.fetch_or(bits, Ordering::Relaxed);
+}
+
+/// Writer: after a batch in which some publish found FRESH clear (and set its pending bit),
+/// decides whether the reader may be asleep and so needs the signal.
+#[inline]
+pub fn reader_may_sleep(awake: &AtomicU64) -> bool {
+    // An RMW, not a load, with AcqRel: RMWs read the latest value in the word's modification
+    // order, and this one's Release carries our pending bits to the reader's swap in
+    // `reader_about_to_sleep`. Either that swap comes later in the order — then it acquires
+    // this RMW and the reader's re-check sees our bits, so it does not sleep — or it came
+    // earlier, and we read its 0 and signal. No wake-up is lost; no SeqCst fence is needed.
+    awake.fetch_add(0, Ordering::AcqRel) == 0
+}
+
+/// Reader: about to sleep on the doorbell. After this, re-check the pending bits (or the
+/// channels' FRESH bits): sleep only if they show nothing new.
+#[inline]
+pub fn reader_about_to_sleep(awake: &AtomicU64) {
+    // AcqRel swap, paired with the writer's RMW in `reader_may_sleep` (see there).
+    awake.swap(0, Ordering::AcqRel);
+}
+
+/// Reader: awake again; writers may skip their signals until it next sleeps.
+#[inline]
+pub fn reader_awake(awake: &AtomicU64) {
+    // Relaxed: only a hint that saves the writer a syscall. A stale value costs at most one
+    // spurious signal (read 0) or nothing (read 1: the reader re-checks before sleeping).
+    awake.store(1, Ordering::Relaxed);
 }
 
 #[cfg(all(test, loom))]
@@ -282,6 +316,79 @@ mod loom_tests {
                 if !got {
                     bell.wait();
                 }
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// The same link with the awake word: the reader marks itself awake while it works and
+    /// clears the word (then re-checks) before sleeping; the writer signals only when the word
+    /// says it may be asleep. The reader must still end up with the last value of both
+    /// channels, having slept whenever it found nothing.
+    #[test]
+    fn awake_word_loses_no_wakeup() {
+        // One channel (the awake word's interplay with one pending bit is the whole story;
+        // two channels multiply interleavings without adding cases), a bounded number of
+        // preemptions so the model finishes in seconds: 3 covers every interleaving of the
+        // writer's publish/mark/decide against the reader's drain/scan/clear/re-check.
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let chan = Arc::new(Channel::new());
+            let pending = Arc::new(AtomicU64::new(0));
+            let awake = Arc::new(AtomicU64::new(0));
+            let bell = Arc::new(EventFd::new());
+            const LAST: u64 = 2;
+            let writer = {
+                let (chan, pending, awake, bell) =
+                    (chan.clone(), pending.clone(), awake.clone(), bell.clone());
+                thread::spawn(move || {
+                    let mut mine = INITIAL_WRITER_SLOT;
+                    for seq in 1..=LAST {
+                        chan.slots[mine as usize].with_mut(|p| {
+                            // SAFETY: writer-owned slot, checked by loom.
+                            unsafe { *p = (seq, payload(seq)) }
+                        });
+                        let (next, idle) = publish(&chan.control, mine);
+                        mine = next;
+                        if idle {
+                            mark_pending(&pending, 0);
+                            if reader_may_sleep(&awake) {
+                                bell.signal();
+                            }
+                        }
+                    }
+                })
+            };
+            let mut held = INITIAL_READER_SLOT;
+            let mut seen = 0u64;
+            let mut scan = |held: &mut u8, seen: &mut u64| {
+                if take_pending(&pending) == 0 {
+                    return false;
+                }
+                let Some(slot) = acquire(&chan.control, *held) else {
+                    return false;
+                };
+                *held = slot;
+                let (seq, data) = chan.slots[slot as usize].with(|p| {
+                    // SAFETY: reader-owned slot, checked by loom.
+                    unsafe { *p }
+                });
+                assert_eq!(data, payload(seq));
+                assert!(seq > *seen);
+                *seen = seq;
+                true
+            };
+            while seen != LAST {
+                bell.drain();
+                if scan(&mut held, &mut seen) {
+                    continue;
+                }
+                reader_about_to_sleep(&awake);
+                if !scan(&mut held, &mut seen) {
+                    bell.wait();
+                }
+                reader_awake(&awake);
             }
             writer.join().unwrap();
         });

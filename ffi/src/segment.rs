@@ -5,8 +5,9 @@
 //!   slots. Only the writer can write it: it is sealed against shrinking, growing and any new
 //!   writable mapping (F_SEAL_FUTURE_WRITE) before a reader ever sees it, so a reader maps it
 //!   read-only and can neither corrupt the writer's data nor make it fault.
-//! - the *control* memfd holds the words both sides write: a pending bitmap and one control
-//!   word per channel, each on its own cache line. It is sealed against shrinking and growing.
+//! - the *control* memfd holds the words both sides write: the reader's *awake* word on its
+//!   own cache line, a pending bitmap, and one control word per channel, each on its own cache
+//!   line. It is sealed against shrinking and growing.
 //! - the eventfd is the doorbell: the writer rings it at most once per batch, and only when
 //!   some channel's reader had taken everything (see `protocol`).
 //!
@@ -20,13 +21,14 @@ use crate::sys::{self, Mapping};
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
 
 /// "GSWDATA\0" little-endian: first word of a data memfd.
 pub const DATA_MAGIC: u64 = u64::from_le_bytes(*b"GSWDATA\0");
 /// "GSWCTRL\0" little-endian: first word of a control memfd.
 pub const CTRL_MAGIC: u64 = u64::from_le_bytes(*b"GSWCTRL\0");
 /// Bumped whenever the layout below changes; readers refuse other versions.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub const CACHE_LINE: usize = 64;
 /// Bytes of the fixed header at the start of each memfd.
@@ -61,6 +63,7 @@ const C_LINK_ID: usize = 24;
 const C_PENDING_AT: usize = 32;
 const C_CONTROLS_AT: usize = 36;
 const C_READY: usize = 40;
+const C_AWAKE_AT: usize = 44;
 
 const fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
@@ -78,6 +81,7 @@ struct Layout {
     /// Offset of each channel's first slot in the data memfd.
     offsets: Vec<usize>,
     data_len: usize,
+    awake_at: usize,
     pending_at: usize,
     pending_words: usize,
     controls_at: usize,
@@ -103,17 +107,74 @@ impl Layout {
             offsets.push(at);
             at += 3 * slot_stride(cap);
         }
-        let pending_at = HEADER_LEN;
+        // The reader writes the awake word around its sleeps and the writer reads it once per
+        // batch: its own cache line keeps it from bouncing with the pending bits.
+        let awake_at = HEADER_LEN;
+        let pending_at = awake_at + CACHE_LINE;
         let pending_words = n.div_ceil(64);
         let controls_at = round_up(pending_at + pending_words * 8, CACHE_LINE);
         Ok(Layout {
             offsets,
             data_len: at,
+            awake_at,
             pending_at,
             pending_words,
             controls_at,
             ctrl_len: controls_at + n * CACHE_LINE,
         })
+    }
+}
+
+/// The control memfd's shared words, as either side sees them. Cloning shares the mapping,
+/// so a waitset can arm a reader's awake word while the reader itself is elsewhere.
+#[derive(Clone)]
+pub struct ControlWords {
+    map: Arc<Mapping>,
+    awake_at: usize,
+    pending_at: usize,
+    pending_words: usize,
+    controls_at: usize,
+}
+
+impl ControlWords {
+    fn new(map: Mapping, layout: &Layout) -> ControlWords {
+        ControlWords {
+            map: Arc::new(map),
+            awake_at: layout.awake_at,
+            pending_at: layout.pending_at,
+            pending_words: layout.pending_words,
+            controls_at: layout.controls_at,
+        }
+    }
+
+    fn word(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: every offset passed here comes from a validated layout: 8-byte aligned and
+        // inside the control mapping, which `self` keeps alive; AtomicU64 has u64's layout.
+        unsafe { &*(self.map.as_ptr().add(at) as *const AtomicU64) }
+    }
+
+    fn control(&self, channel: usize) -> &AtomicU64 {
+        self.word(self.controls_at + channel * CACHE_LINE)
+    }
+
+    fn pending_word(&self, word: usize) -> &AtomicU64 {
+        self.word(self.pending_at + word * 8)
+    }
+
+    fn awake(&self) -> &AtomicU64 {
+        self.word(self.awake_at)
+    }
+
+    /// Reader, before sleeping: clears the awake word, then looks for anything the writer
+    /// published meanwhile (pending bits). True means: do not sleep, there is work.
+    pub fn prepare_to_sleep(&self) -> bool {
+        protocol::reader_about_to_sleep(self.awake());
+        (0..self.pending_words).any(|w| self.pending_word(w).load(Ordering::Acquire) != 0)
+    }
+
+    /// Reader, after waking: writers may skip signals while it works.
+    pub fn woke(&self) {
+        protocol::reader_awake(self.awake());
     }
 }
 
@@ -178,7 +239,7 @@ pub struct WriterStats {
 /// The writing side of a segment. Single-threaded: use it from one thread at a time.
 pub struct SegmentWriter {
     data: Mapping,
-    ctrl: Mapping,
+    ctrl: ControlWords,
     chans: Vec<Chan>,
     doorbell: OwnedFd,
     /// The memfds, kept only until handed to the reader.
@@ -231,6 +292,7 @@ impl SegmentWriter {
             put(c, C_LINK_ID, link_id);
             put(c, C_PENDING_AT, layout.pending_at as u32);
             put(c, C_CONTROLS_AT, layout.controls_at as u32);
+            put(c, C_AWAKE_AT, layout.awake_at as u32);
             for i in 0..n {
                 put(
                     c,
@@ -264,7 +326,7 @@ impl SegmentWriter {
             .collect();
         Ok(SegmentWriter {
             data,
-            ctrl,
+            ctrl: ControlWords::new(ctrl, &layout),
             chans,
             doorbell: sys::eventfd()?,
             fds: RefCell::new(Some((data_fd, ctrl_fd))),
@@ -303,22 +365,6 @@ impl SegmentWriter {
 
     pub fn doorbell(&self) -> BorrowedFd<'_> {
         self.doorbell.as_fd()
-    }
-
-    fn control(&self, channel: usize) -> &AtomicU64 {
-        let at = self.ctrl_controls_at() + channel * CACHE_LINE;
-        // SAFETY: `at` is a cache-line-aligned offset inside the control mapping (checked by
-        // layout), which lives as long as `self`; AtomicU64 has u64's layout.
-        unsafe { &*(self.ctrl.as_ptr().add(at) as *const AtomicU64) }
-    }
-
-    fn pending_word(&self, word: usize) -> &AtomicU64 {
-        // SAFETY: pending words are 8-byte aligned inside the control mapping (layout).
-        unsafe { &*(self.ctrl.as_ptr().add(HEADER_LEN + word * 8) as *const AtomicU64) }
-    }
-
-    fn ctrl_controls_at(&self) -> usize {
-        round_up(HEADER_LEN + self.chans.len().div_ceil(64) * 8, CACHE_LINE)
     }
 
     /// Publishes one value without ringing the doorbell; call [`ring_if_owed`] after a batch.
@@ -361,20 +407,21 @@ impl SegmentWriter {
             put(p, 16, payload.len() as u32);
             std::ptr::copy_nonoverlapping(payload.as_ptr(), p.add(SLOT_HEADER_LEN), payload.len());
         }
-        let (next, idle) = protocol::publish(self.control(channel), mine);
+        let (next, idle) = protocol::publish(self.ctrl.control(channel), mine);
         chan.slot.set(next);
         if idle {
-            protocol::mark_pending(self.pending_word(channel / 64), (channel % 64) as u32);
+            protocol::mark_pending(self.ctrl.pending_word(channel / 64), (channel % 64) as u32);
             self.ring_owed.set(true);
         }
         self.publishes.set(self.publishes.get() + 1);
         Ok(idle)
     }
 
-    /// Rings the doorbell if some publish since the last ring found its reader idle.
+    /// Rings the doorbell if some publish since the last ring found its reader idle and the
+    /// reader may be asleep (its awake word is clear).
     #[inline]
     pub fn ring_if_owed(&self) -> Result<bool> {
-        if !self.ring_owed.replace(false) {
+        if !self.ring_owed.replace(false) || !protocol::reader_may_sleep(self.ctrl.awake()) {
             return Ok(false);
         }
         self.rings.set(self.rings.get() + 1);
@@ -406,11 +453,9 @@ impl SegmentWriter {
 /// The reading side of a segment. Single-threaded: use it from one thread at a time.
 pub struct SegmentReader {
     data: Mapping,
-    ctrl: Mapping,
+    ctrl: ControlWords,
     chans: Vec<Chan>,
     doorbell: OwnedFd,
-    pending_words: usize,
-    controls_at: usize,
     /// Sequence number of the value each channel's held slot carries.
     last_seq: Vec<Cell<u64>>,
 }
@@ -552,13 +597,17 @@ impl SegmentReader {
             )));
         }
         // SAFETY: inside the control header.
-        let (pending_at, controls_at) = unsafe {
+        let (pending_at, controls_at, awake_at) = unsafe {
             (
                 get::<u32>(c, C_PENDING_AT) as usize,
                 get::<u32>(c, C_CONTROLS_AT) as usize,
+                get::<u32>(c, C_AWAKE_AT) as usize,
             )
         };
-        if pending_at != layout.pending_at || controls_at != layout.controls_at {
+        if pending_at != layout.pending_at
+            || controls_at != layout.controls_at
+            || awake_at != layout.awake_at
+        {
             return Err(bad("control word offsets disagree".into()));
         }
         let chans = (0..n)
@@ -572,11 +621,9 @@ impl SegmentReader {
             .collect();
         Ok(SegmentReader {
             data,
-            ctrl,
+            ctrl: ControlWords::new(ctrl, &layout),
             chans,
             doorbell,
-            pending_words: layout.pending_words,
-            controls_at,
             last_seq: (0..n).map(|_| Cell::new(0)).collect(),
         })
     }
@@ -605,19 +652,10 @@ impl SegmentReader {
             .sum()
     }
 
-    fn control(&self, channel: usize) -> &AtomicU64 {
-        // SAFETY: cache-line-aligned offset inside the control mapping (validated layout).
-        unsafe {
-            &*(self
-                .ctrl
-                .as_ptr()
-                .add(self.controls_at + channel * CACHE_LINE) as *const AtomicU64)
-        }
-    }
-
-    fn pending_word(&self, word: usize) -> &AtomicU64 {
-        // SAFETY: 8-byte aligned offset inside the control mapping (validated layout).
-        unsafe { &*(self.ctrl.as_ptr().add(HEADER_LEN + word * 8) as *const AtomicU64) }
+    /// The shared words a waitset needs to put this reader to sleep safely (see
+    /// `ControlWords::prepare_to_sleep`).
+    pub fn control_words(&self) -> ControlWords {
+        self.ctrl.clone()
     }
 
     /// Takes the newest value of `channel` if one was published since the last take.
@@ -631,7 +669,7 @@ impl SegmentReader {
                 self.chans.len()
             )));
         };
-        let Some(slot) = protocol::acquire(self.control(channel), chan.slot.get()) else {
+        let Some(slot) = protocol::acquire(self.ctrl.control(channel), chan.slot.get()) else {
             return Ok(None);
         };
         chan.slot.set(slot);
@@ -688,8 +726,8 @@ impl SegmentReader {
     {
         self.drain_doorbell();
         let mut taken = 0;
-        for w in 0..self.pending_words {
-            let word = self.pending_word(w);
+        for w in 0..self.ctrl.pending_words {
+            let word = self.ctrl.pending_word(w);
             let mut bits = protocol::take_pending(word);
             while bits != 0 {
                 let bit = bits.trailing_zeros() as usize;
@@ -713,9 +751,25 @@ impl SegmentReader {
         taken
     }
 
-    /// Blocks until the doorbell rings or `timeout_ms` passes (negative: forever).
+    /// Blocks until a new value may be there: returns at once if some channel holds one,
+    /// else sleeps until the doorbell rings or `timeout_ms` passes (negative: forever).
+    /// Returns false on timeout. The ring is consumed, so a caller that reads with `take`
+    /// alone does not find the doorbell still readable next time.
     pub fn wait(&self, timeout_ms: i32) -> Result<bool> {
-        sys::poll_readable(self.doorbell.as_fd(), timeout_ms)
+        protocol::reader_about_to_sleep(self.ctrl.awake());
+        // FRESH rather than the pending bits: a reader that only uses `take` leaves pending
+        // bits behind, which would make every wait return at once.
+        let fresh = (0..self.chans.len())
+            .any(|c| self.ctrl.control(c).load(Ordering::Acquire) & protocol::FRESH != 0);
+        let result = if fresh {
+            Ok(true)
+        } else {
+            let rang = sys::poll_readable(self.doorbell.as_fd(), timeout_ms);
+            self.drain_doorbell();
+            rang
+        };
+        protocol::reader_awake(self.ctrl.awake());
+        result
     }
 }
 
@@ -895,7 +949,7 @@ mod tests {
         let (mut data, mut ctrl) = unsafe {
             (
                 std::slice::from_raw_parts(w.data.as_ptr(), w.data.len()).to_vec(),
-                std::slice::from_raw_parts(w.ctrl.as_ptr(), w.ctrl.len()).to_vec(),
+                std::slice::from_raw_parts(w.ctrl.map.as_ptr(), w.ctrl.map.len()).to_vec(),
             )
         };
         mutate(&mut data, &mut ctrl);

@@ -164,6 +164,12 @@ impl Mapping {
     }
 }
 
+// SAFETY: a Mapping is a pointer to memory mapped for the life of the value; it has no
+// thread affinity, and all access from several threads (control words) goes through atomics.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` only hands out the base pointer.
+unsafe impl Sync for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` describe a mapping we created and nothing borrows past drop.

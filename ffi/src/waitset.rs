@@ -4,6 +4,7 @@
 //! pool is ended when its owner shuts down.
 
 use crate::error::{Error, Result};
+use crate::segment::ControlWords;
 use crate::sys;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
@@ -26,6 +27,16 @@ pub struct Waitset {
     /// The last failed wait's error, kept here because a wait may run on another thread than
     /// the one that reads its result.
     last_error: std::sync::Mutex<Option<Error>>,
+    /// Segment readers whose doorbells are in the set: each wait clears their awake words and
+    /// re-checks them before sleeping, and sets them again after (see `protocol`).
+    readers: std::sync::Mutex<Vec<Sleeper>>,
+}
+
+#[derive(Clone)]
+struct Sleeper {
+    fd: std::os::fd::RawFd,
+    token: u32,
+    words: ControlWords,
 }
 
 /// One ready descriptor: the caller's token and the readiness bits (`events::*`).
@@ -47,6 +58,7 @@ impl Waitset {
             epoll,
             cancel,
             last_error: std::sync::Mutex::new(None),
+            readers: std::sync::Mutex::new(Vec::new()),
         };
         ws.ctl(
             libc::EPOLL_CTL_ADD,
@@ -98,8 +110,32 @@ impl Waitset {
         )
     }
 
-    /// Stops watching `fd`. (Closing a descriptor also removes it.)
+    /// Watches a segment reader's doorbell as `token`, and lets the writer skip its signals
+    /// while this process is awake: every wait tells the segment when it sleeps.
+    pub fn add_reader(
+        &self,
+        doorbell: BorrowedFd<'_>,
+        token: u32,
+        words: ControlWords,
+    ) -> Result<()> {
+        self.add(doorbell, token, events::READABLE)?;
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        readers.retain(|r| r.fd != doorbell.as_raw_fd());
+        readers.push(Sleeper {
+            fd: doorbell.as_raw_fd(),
+            token,
+            words,
+        });
+        Ok(())
+    }
+
+    /// Stops watching `fd` (and forgets it as a reader's doorbell). Closing a descriptor also
+    /// removes it from the set, but not from the readers: remove before closing.
     pub fn remove(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r| r.fd != fd.as_raw_fd());
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
@@ -113,15 +149,31 @@ impl Waitset {
         const MAX: usize = 256;
         let cap = out.len().min(MAX);
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; MAX];
+        // Copied out so add/remove on another thread never wait for this wait.
+        let readers = self
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        // Readers with work already waiting are reported without sleeping at all.
+        let busy: Vec<u32> = readers
+            .iter()
+            .filter(|r| r.words.prepare_to_sleep())
+            .map(|r| r.token)
+            .collect();
+        let timeout = if busy.is_empty() { timeout_ms } else { 0 };
         // SAFETY: `evs` has room for `cap` events; the epoll descriptor is valid.
         let n = unsafe {
             libc::epoll_wait(
                 self.epoll.as_raw_fd(),
                 evs.as_mut_ptr(),
                 cap as libc::c_int,
-                timeout_ms,
+                timeout,
             )
         };
+        for r in &readers {
+            r.words.woke();
+        }
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EINTR) {
@@ -130,7 +182,19 @@ impl Waitset {
             return Err(Error::from_io("epoll_wait failed", err));
         }
         let mut count = 0;
+        for &token in &busy {
+            if count < cap && !evs[..n as usize].iter().any(|e| e.u64 == token as u64) {
+                out[count] = Ready {
+                    token,
+                    events: events::READABLE,
+                };
+                count += 1;
+            }
+        }
         for ev in &evs[..n as usize] {
+            if count >= cap {
+                break;
+            }
             let (data, bits) = (ev.u64, ev.events);
             if data == CANCEL_TOKEN {
                 sys::eventfd_drain(self.cancel.as_fd());

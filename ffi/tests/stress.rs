@@ -396,8 +396,8 @@ fn stress_stopped_reader_does_not_slow_writer() {
 const DOORBELL: &str = "stress_300_channels_one_doorbell";
 
 /// 300 channels behind one doorbell, 1000 batches, the reader acknowledging each batch: the
-/// reader must see every update of every channel, and the writer must ring exactly once per
-/// batch (the reader had always taken everything before the next batch).
+/// reader must see every update of every channel, and the writer must ring at most once per
+/// batch (exactly once when the reader is asleep by then, not at all when it is still awake).
 #[test]
 fn stress_300_channels_one_doorbell() {
     const CHANNELS: usize = 300;
@@ -460,10 +460,9 @@ fn stress_300_channels_one_doorbell() {
             w.publish_quiet(ch, &[(ch % 251) as u8, b as u8], b, 0)
                 .unwrap();
         }
-        assert!(
-            w.ring_if_owed().unwrap(),
-            "batch {b} found the reader idle: must ring"
-        );
+        // The reader may still be awake (between its ack and its next sleep): then the ring
+        // is skipped, and its pre-sleep re-check finds the batch instead.
+        w.ring_if_owed().unwrap();
         // Wait for the acknowledgement (a blocking poll on the socket).
         use std::os::fd::AsFd;
         assert!(
@@ -478,7 +477,11 @@ fn stress_300_channels_one_doorbell() {
     }
     let out = child.finish(Duration::from_secs(60));
     let stats = w.stats();
-    assert_eq!(stats.rings, batches, "exactly one ring per batch");
+    assert!(
+        stats.rings >= 1 && stats.rings <= batches,
+        "at most one ring per batch: {} rings for {batches} batches",
+        stats.rings
+    );
     assert_eq!(stats.publishes, batches * CHANNELS as u64);
     assert!(
         out.contains(&format!("updates={}", batches * CHANNELS as u64)),
