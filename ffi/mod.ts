@@ -14,6 +14,7 @@ export {
 export { NativeObject, OwnedFd } from "./handle.ts";
 export {
   type ChannelSpec,
+  RECORD,
   RECORD_HEADER_LEN,
   type Sample,
   type SegmentFds,

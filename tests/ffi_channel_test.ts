@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import {
   GswError,
+  RECORD,
   type SegmentReader,
   SegmentWriter,
   UnixConnection,
@@ -248,4 +249,25 @@ Deno.test("a GswError says what failed, where, and the OS error", () => {
   const bad = gswError(() => SegmentWriter.create([{ capacity: 2 << 20, id: 0 }]));
   assert.equal(bad.errno, "EBADARG");
   assert.match(bad.message, /^creating a shared-memory segment: channel 0 asks for 2097152 bytes/);
+});
+
+Deno.test("takeInto: the newest value into the caller's record, no allocation, -1 when nothing new", () => {
+  using dir = tempRunDir();
+  using loop = new Loopback(dir.run);
+  using p = pair([13], loop);
+  const record = new Uint8Array(RECORD.PAYLOAD + 16);
+  const view = new DataView(record.buffer);
+  assert.equal(p.reader.takeInto(0, record), -1);
+  p.writer.publish(0, bytes(9, 8, 7), 5n, 1234567890123456789n);
+  assert.equal(p.reader.takeInto(0, record), 3);
+  assert.equal(view.getBigUint64(RECORD.SEQ, true), 5n);
+  assert.equal(view.getBigUint64(RECORD.TIMESTAMP, true), 1234567890123456789n);
+  assert.equal(view.getUint32(RECORD.CHANNEL, true), 0);
+  assert.deepEqual(record.subarray(RECORD.PAYLOAD, RECORD.PAYLOAD + 3), bytes(9, 8, 7));
+  assert.equal(p.reader.takeInto(0, record), -1, "taken once");
+  const small = new Uint8Array(RECORD.PAYLOAD + 2);
+  p.writer.publish(0, bytes(1, 2, 3), 6n, 0n);
+  assert.equal(gswError(() => p.reader.takeInto(0, small)).errno, "EBADARG");
+  assert.equal(p.reader.takeInto(0, record), 3, "a refused take loses nothing");
+  assert.equal(view.getBigUint64(RECORD.SEQ, true), 6n);
 });

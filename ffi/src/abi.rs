@@ -489,6 +489,14 @@ pub unsafe extern "C" fn gsw_reader_take(
     boundary(|| {
         // SAFETY: per this function's contract.
         let (r, out) = unsafe { (obj(r)?, bytes_mut(out, out_len as usize)?) };
+        // Check the room before taking: a value taken but not delivered would be lost.
+        let cap = r.capacity(channel as usize).unwrap_or(0) as usize;
+        if out.len() < RECORD_HEADER_LEN + cap.div_ceil(8) * 8 {
+            return Err(Error::arg(format!(
+                "output buffer of {} bytes cannot hold channel {channel}'s values ({cap} bytes plus a {RECORD_HEADER_LEN}-byte header); nothing was taken",
+                out.len()
+            )));
+        }
         match r.take(channel as usize)? {
             Some((header, payload)) => write_one(out, channel as usize, &header, payload),
             None => Ok(0),
