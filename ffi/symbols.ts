@@ -213,6 +213,19 @@ export const symbols = {
   gsw_logq_flush: { parameters: ["pointer"], result: "i32" },
   // int32_t gsw_logq_stats(const LogQueue *q, uint64_t out[5])
   gsw_logq_stats: { parameters: ["pointer", "buffer"], result: "i32" },
+
+  // Benchmark references: the hot calls' parameter types, doing nothing (see abi.rs).
+  gsw_bench_noop_publish: {
+    parameters: ["pointer", "u32", "buffer", "u32", "u64", "u64"],
+    result: "i32",
+  },
+  gsw_bench_noop_take: { parameters: ["pointer", "u32", "buffer", "u32"], result: "i32" },
+  gsw_bench_noop_wait_async: {
+    name: "gsw_bench_noop_wait",
+    parameters: ["pointer", "buffer", "u32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version these bindings were written for (`ABI_VERSION` in `ffi/src/abi.rs`). */
