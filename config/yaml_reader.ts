@@ -1,10 +1,10 @@
+// deno-lint-ignore-file no-import-prefix -- see the yaml import below
 /**
  * Typed, position-aware access to a parsed YAML document: every getter reports a diagnostic
  * at the offending key or item (never throws), so the loader can find every problem in one run.
  */
 // An inline npm: specifier, not an import-map name: gsw is also imported from a URL, where the
 // importer's import map knows nothing of "yaml".
-// deno-lint-ignore no-import-prefix
 import {
   type Document,
   isAlias,
