@@ -1,19 +1,17 @@
 /**
  * What gsw's TypeScript wrappers cost per call, against Deno's own floor: a no-op native
- * function with the same parameter types, called in the same process, interleaved
- * (A, B, C, … A, B, C, …). Prints one JSON line per metric (bench "deno-ffi") on stdout.
+ * function with the same parameter types in the same library (`libgsw.so`'s
+ * `gsw_bench_noop_*`), called in the same process, interleaved (A, B, C, … A, B, C, …). Prints
+ * one JSON line per metric (bench "deno-ffi") on stdout.
  *
- *   publish_deno_ns       SegmentWriter.publishQuiet   vs gsw_bench_noop_publish
- *   publish_ring_deno_ns  SegmentWriter.publish (no reader waiting: never rings)
- *   read_deno_ns          SegmentReader.take with a fresh value on every channel
- *   read_deno_empty_ns    SegmentReader.take with nothing new   vs gsw_bench_noop_take
- *   *_raw_ns              the same gsw symbol called directly (no wrapper), to split the
- *                         wrapper's cost from the native work
- *   publish_deno_lookup_ns  the raw symbol looked up per call as the wrapper does
- *                         (`native().sym(obj.handle, …)`)
- *   read_deno_lean_ns     a take that allocates nothing (raw symbol into a per-channel reused
- *                         record, header read as numbers, payload read in place): what a
- *                         `takeInto(channel, record)` wrapper would cost
+ *   publish_deno_ns        SegmentWriter.publishQuiet   vs gsw_bench_noop_publish
+ *   publish_ring_deno_ns   SegmentWriter.publish (no reader waiting: never rings)
+ *   read_deno_ns           SegmentReader.takeInto (no allocation) with a fresh value on every
+ *                          channel   vs gsw_bench_noop_take
+ *   read_deno_empty_ns     SegmentReader.takeInto with nothing new
+ *   read_deno_alloc_ns     SegmentReader.take (allocates a Sample and a payload copy)
+ *   *_raw_ns               the same gsw symbol called directly (no wrapper), to split the
+ *                          wrapper's cost from the native work
  *
  * A call is too short to time alone, so each sample is a batch of one call per channel of a
  * 64-channel segment between two clock reads; the figures are ns per call, after subtracting
@@ -22,7 +20,7 @@
  *
  *   deno run --allow-ffi bench/deno/ffi.ts [--batches N] [--rounds N] [--size BYTES]
  */
-import { native, SegmentReader, SegmentWriter } from "../../ffi/mod.ts";
+import { native, RECORD, SegmentReader, SegmentWriter } from "../../ffi/mod.ts";
 import { bench } from "../lib/native.ts";
 import { check, fill } from "../lib/payload.ts";
 import { jsonLine, type Metric, metric } from "../lib/report.ts";
@@ -46,8 +44,8 @@ const size = option("size", 64);
 const b = bench();
 const g = native();
 const now = b.gsw_bench_now_ns;
-const noopPublish = b.gsw_bench_noop_publish;
-const noopTake = b.gsw_bench_noop_take;
+const noopPublish = g.gsw_bench_noop_publish;
+const noopTake = g.gsw_bench_noop_take;
 const rawPublishQuiet = g.gsw_writer_publish_quiet;
 const rawTake = g.gsw_reader_take;
 
@@ -150,31 +148,33 @@ function timeRawPublish(): number {
   return t;
 }
 
-/** The wrapper's lookups without the wrapper: `native().symbol(obj.handle, …)` per call. */
-function timePublishLookup(): number {
-  let bad = 0;
-  const t0 = now();
-  for (let ch = 0; ch < CHANNELS; ch++) {
-    bad |= native().gsw_writer_publish_quiet(
-      writer.handle,
-      ch,
-      payloads[ch],
-      size,
-      seqs[ch],
-      seqs[ch],
-    );
-  }
-  const t = now() - t0;
-  if (bad < 0) throw new Error("publish failed");
-  return t;
-}
-
 function timeNoopTake(): number {
   let got = 0;
   const t0 = now();
   for (let ch = 0; ch < CHANNELS; ch++) got |= noopTake(rh, ch, record, record.byteLength);
   const t = now() - t0;
   if (got !== 0) throw new Error("no-op take returned non-zero");
+  return t;
+}
+
+/** One reused record per channel, as a caller of `takeInto` keeps them. */
+const records = Array.from({ length: CHANNELS }, () => new Uint8Array(record.byteLength));
+const recordViews = records.map((r) => new DataView(r.buffer));
+const recordPayloads = records.map((r) => r.subarray(RECORD.PAYLOAD, RECORD.PAYLOAD + size));
+const lengths = new Int32Array(CHANNELS);
+
+function timeTakeInto(): number {
+  const t0 = now();
+  for (let ch = 0; ch < CHANNELS; ch++) lengths[ch] = reader.takeInto(ch, records[ch]);
+  return now() - t0;
+}
+
+function timeTakeIntoEmpty(): number {
+  let found = 0;
+  const t0 = now();
+  for (let ch = 0; ch < CHANNELS; ch++) if (reader.takeInto(ch, records[ch]) >= 0) found++;
+  const t = now() - t0;
+  if (found !== 0) throw new Error("takeInto found a value nobody published");
   return t;
 }
 
@@ -186,48 +186,12 @@ function timeTake(): number {
   return now() - t0;
 }
 
-function timeTakeEmpty(): number {
-  let found = 0;
-  const t0 = now();
-  for (let ch = 0; ch < CHANNELS; ch++) if (reader.take(ch) !== null) found++;
-  const t = now() - t0;
-  if (found !== 0) throw new Error("take found a value nobody published");
-  return t;
-}
-
 function timeRawTake(): number {
   let got = 0;
   const t0 = now();
   for (let ch = 0; ch < CHANNELS; ch++) got += rawTake(rh, ch, record, record.byteLength);
   const t = now() - t0;
   if (got !== CHANNELS) throw new Error(`raw take found ${got} of ${CHANNELS} values`);
-  return t;
-}
-
-/**
- * A take that allocates nothing: the raw symbol writes each channel's record into that
- * channel's own reused buffer, the header is read as numbers (no BigInt) and the payload is
- * read in place through a view made once. What a `takeInto(channel, record)` wrapper would cost.
- */
-const leanRecords = Array.from({ length: CHANNELS }, () => new Uint8Array(record.byteLength));
-const leanViews = leanRecords.map((r) => new DataView(r.buffer));
-const leanPayloads = leanRecords.map((r) => r.subarray(32, 32 + size));
-const leanSeq = new Float64Array(CHANNELS);
-
-function timeTakeLean(): number {
-  let got = 0;
-  const t0 = now();
-  for (let ch = 0; ch < CHANNELS; ch++) {
-    const rec = leanRecords[ch];
-    const r = rawTake(rh, ch, rec, rec.byteLength);
-    if (r === 1) {
-      const v = leanViews[ch];
-      leanSeq[ch] = v.getUint32(0, true) + v.getUint32(4, true) * 2 ** 32;
-      got++;
-    } else if (r < 0) throw new Error(`take failed: ${r}`);
-  }
-  const t = now() - t0;
-  if (got !== CHANNELS) throw new Error(`lean take found ${got} of ${CHANNELS} values`);
   return t;
 }
 
@@ -238,6 +202,18 @@ function timeRawTakeEmpty(): number {
   const t = now() - t0;
   if (got !== 0) throw new Error(`raw take found ${got} values nobody published`);
   return t;
+}
+
+/** Every channel's record holds the value just published, whole. */
+function checkRecords(): void {
+  for (let ch = 0; ch < CHANNELS; ch++) {
+    const v = recordViews[ch];
+    const seq = v.getUint32(RECORD.SEQ, true) + v.getUint32(RECORD.SEQ + 4, true) * 2 ** 32;
+    if (lengths[ch] !== size || BigInt(seq) !== seqs[ch]) {
+      throw new Error(`takeInto: channel ${ch} did not return the value just published`);
+    }
+    check(recordPayloads[ch], payloadSeq[ch]);
+  }
 }
 
 function checkTaken(): void {
@@ -311,17 +287,25 @@ const ops: Op[] = [
     }
     verifyAll("raw publish");
   }),
-  op("publish_lookup", (n, out) => {
-    refill();
-    for (let i = 0; i < n; i++) {
-      const t = timePublishLookup();
-      out?.push(t);
-    }
-    verifyAll("publish lookup");
-  }),
   op("noop_take", (n, out) => {
     for (let i = 0; i < n; i++) {
       const t = timeNoopTake();
+      out?.push(t);
+    }
+  }),
+  op("take_into", (n, out) => {
+    refill();
+    for (let i = 0; i < n; i++) {
+      renumber();
+      publishAllUntimed();
+      const t = timeTakeInto();
+      out?.push(t);
+      checkRecords();
+    }
+  }),
+  op("take_into_empty", (n, out) => {
+    for (let i = 0; i < n; i++) {
+      const t = timeTakeIntoEmpty();
       out?.push(t);
     }
   }),
@@ -343,25 +327,6 @@ const ops: Op[] = [
       const t = timeRawTake();
       out?.push(t);
       checkRawRecord();
-    }
-  }),
-  op("take_lean", (n, out) => {
-    refill();
-    for (let i = 0; i < n; i++) {
-      renumber();
-      publishAllUntimed();
-      const t = timeTakeLean();
-      out?.push(t);
-      for (let ch = 0; ch < CHANNELS; ch++) {
-        if (BigInt(leanSeq[ch]) !== seqs[ch]) throw new Error(`lean take: channel ${ch} seq`);
-        check(leanPayloads[ch], payloadSeq[ch]);
-      }
-    }
-  }),
-  op("take_empty", (n, out) => {
-    for (let i = 0; i < n; i++) {
-      const t = timeTakeEmpty();
-      out?.push(t);
     }
   }),
   op("raw_take_empty", (n, out) => {
@@ -406,12 +371,11 @@ function perCall(prefix: string, name: string, refName: string | null): void {
 perCall("publish_deno", "publish_quiet", "noop_publish");
 perCall("publish_ring_deno", "publish", "noop_publish");
 perCall("publish_deno_raw", "raw_publish", "noop_publish");
-perCall("publish_deno_lookup", "publish_lookup", "noop_publish");
 perCall("noop_publish", "noop_publish", null);
-perCall("read_deno", "take", "noop_take");
+perCall("read_deno", "take_into", "noop_take");
 perCall("read_deno_raw", "raw_take", "noop_take");
-perCall("read_deno_lean", "take_lean", "noop_take");
-perCall("read_deno_empty", "take_empty", "noop_take");
+perCall("read_deno_alloc", "take", "noop_take");
+perCall("read_deno_empty", "take_into_empty", "noop_take");
 perCall("read_deno_empty_raw", "raw_take_empty", "noop_take");
 perCall("noop_take", "noop_take", null);
 const ratio = (a: string, r: string) => {
@@ -422,8 +386,9 @@ const ratio = (a: string, r: string) => {
 out.push(
   metric(BENCH, "publish_deno_overhead_ratio", ratio("publish_quiet", "noop_publish"), "ratio"),
   metric(BENCH, "publish_ring_deno_overhead_ratio", ratio("publish", "noop_publish"), "ratio"),
-  metric(BENCH, "read_deno_overhead_ratio", ratio("take", "noop_take"), "ratio"),
-  metric(BENCH, "read_deno_empty_overhead_ratio", ratio("take_empty", "noop_take"), "ratio"),
+  metric(BENCH, "read_deno_overhead_ratio", ratio("take_into", "noop_take"), "ratio"),
+  metric(BENCH, "read_deno_alloc_overhead_ratio", ratio("take", "noop_take"), "ratio"),
+  metric(BENCH, "read_deno_empty_overhead_ratio", ratio("take_into_empty", "noop_take"), "ratio"),
   metric(BENCH, "deno_clock_pair_ns", clock, "ns"),
   metric(BENCH, "ffi_batch_calls", CHANNELS, "count"),
   metric(BENCH, "payload_bytes", size, "bytes"),

@@ -7,12 +7,14 @@
  *
  * Modes:
  *   wake --fds D,C,E --ctl FD --ctl-len N --plan S:count:rec,W:count:rec,… --size B
- *        S blocks wait in `SegmentReader.waitSync` and take with `SegmentReader.take`; L blocks
- *        wait the same way but take with the raw `gsw_reader_take` symbol into a reused record
- *        (no allocation); W blocks await `Waitset.wait()` on the blocking pool, each sample
- *        preceded by an awaited no-op `nonblocking` FFI call. Samples (f64 ns) go to the page
- *        in this order: S, L, W, no-op, then the time each S and W sample took to get back
- *        into JavaScript (before the take).
+ *        S blocks wait in `SegmentReader.waitSync` and take with `SegmentReader.takeInto` (no
+ *        allocation); A blocks wait the same way but take with the allocating
+ *        `SegmentReader.take`; W blocks await `Waitset.wait()` on the blocking pool (the reader
+ *        registered with `addReader`, as the library does) and take with `takeInto`, each
+ *        sample preceded by an awaited no-op `nonblocking` FFI call (`libgsw.so`'s
+ *        `gsw_bench_noop_wait`). Samples (f64 ns) go to the page in this order: S, A, W,
+ *        no-op, then the time each S and W sample took to get back into JavaScript (before the
+ *        take).
  *   idle-waitset | idle-sync --fds D,C,E --ctl FD --ctl-len N --slot I --size B
  *        block once (await `Waitset.wait(-1)` / `waitSync(-1)`) until the value 1 arrives.
  *   idle-timer --ctl FD --ctl-len N --slot I
@@ -20,7 +22,7 @@
  */
 import {
   native,
-  READABLE,
+  RECORD,
   type Sample,
   type SegmentFds,
   SegmentReader,
@@ -84,7 +86,7 @@ function latencyOf(s: Sample, seq: number, size: number, t1: number): number {
 }
 
 interface Block {
-  kind: "S" | "L" | "W";
+  kind: "S" | "A" | "W";
   count: number;
   record: boolean;
 }
@@ -92,11 +94,36 @@ interface Block {
 function parsePlan(text: string): Block[] {
   return text.split(",").filter((b) => b).map((b) => {
     const [kind, count, record] = b.split(":");
-    if ((kind !== "S" && kind !== "L" && kind !== "W") || !(Number(count) >= 0)) {
+    if ((kind !== "S" && kind !== "A" && kind !== "W") || !(Number(count) >= 0)) {
       throw new Error(`bad plan block ${b}`);
     }
     return { kind: kind as Block["kind"], count: Number(count), record: record === "1" };
   });
+}
+
+/** A record for `takeInto`, reused for every value, and what a reader reads from it. */
+class Record {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  readonly payload: Uint8Array;
+
+  constructor(readonly size: number) {
+    this.bytes = new Uint8Array(RECORD.PAYLOAD + Math.ceil(size / 8) * 8);
+    this.view = new DataView(this.bytes.buffer);
+    this.payload = this.bytes.subarray(RECORD.PAYLOAD, RECORD.PAYLOAD + size);
+  }
+
+  /** Checks the record carries value `seq` intact; returns its one-way latency at `t1`. */
+  latency(length: number, seq: number, t1: number): number {
+    const v = this.view;
+    const got = v.getUint32(RECORD.SEQ, true) + v.getUint32(RECORD.SEQ + 4, true) * 2 ** 32;
+    const t0 = v.getUint32(RECORD.TIMESTAMP, true) +
+      v.getUint32(RECORD.TIMESTAMP + 4, true) * 2 ** 32;
+    if (got !== seq) throw new Error(`got value ${got}, expected ${seq}`);
+    if (length !== this.size) throw new Error(`value of ${length} bytes, not ${this.size}`);
+    if (check(this.payload, seq) !== t0) throw new Error("payload stamp != header timestamp");
+    return t1 - t0;
+  }
 }
 
 async function wake(args: Map<string, string>, page: ControlPage): Promise<void> {
@@ -104,29 +131,24 @@ async function wake(args: Map<string, string>, page: ControlPage): Promise<void>
   const plan = parsePlan(need(args, "plan"));
   const b = bench();
   const now = b.gsw_bench_now_ns;
-  const noopWait = b.gsw_bench_noop_wait_async;
+  const noopWait = native().gsw_bench_noop_wait_async;
   using reader = SegmentReader.attach(fdsOf(args));
   using ws = new Waitset();
-  ws.add(reader.doorbellFd, 1, READABLE);
+  ws.addReader(reader, 1);
   const noopOut = new Uint32Array(2 * 256);
   const recorded = (kind: string) =>
     plan.filter((p) => p.kind === kind && p.record).reduce((a, p) => a + p.count, 0);
   const sync = new Float64Array(recorded("S"));
-  const lean = new Float64Array(recorded("L"));
-  let nLean = 0;
-  // The lean take: the raw symbol writes the record into a reused buffer; nothing allocated.
-  const rawTake = native().gsw_reader_take;
-  const rh = reader.handle;
-  const record = new Uint8Array(32 + Math.ceil(size / 8) * 8);
-  const recordView = new DataView(record.buffer);
-  const recordPayload = record.subarray(32, 32 + size);
+  const alloc = new Float64Array(recorded("A"));
   const waitset = new Float64Array(recorded("W"));
   const noop = new Float64Array(recorded("W"));
   // Stamp -> the blocking call has returned to JavaScript (before the take): splits a
   // sample into "woken and back in JS" and "take through the wrapper".
   const syncReturn = new Float64Array(recorded("S"));
   const waitsetReturn = new Float64Array(recorded("W"));
+  const rec = new Record(size);
   let nSync = 0;
+  let nAlloc = 0;
   let nWs = 0;
   const u32 = page.u32;
   let k = 0;
@@ -141,39 +163,34 @@ async function wake(args: Map<string, string>, page: ControlPage): Promise<void>
         await noopWait(ws.handle, noopOut, noopOut.byteLength, 0);
         noopNs = now() - t0;
       }
-      // The sleep protocol: drain the doorbell and re-check before announcing (and sleeping).
+      // Nothing may be pending before the announcement (this also clears the pending bits a
+      // `takeInto` leaves behind, which would end the next waitset wait at once).
       if (drainAndTake(reader) !== null) throw new Error(`value ${k} arrived before announced`);
-      let s: Sample | null = null;
+      let ns = 0;
       let returned = 0;
-      if (blk.kind === "L") {
+      if (blk.kind === "A") {
+        // The allocating take: a Sample, a BigInt timestamp and a payload copy per value.
         Atomics.store(u32, READY, k);
-        let r = 0;
-        while (r === 0) {
-          if (!reader.waitSync(WAIT_MS)) throw new Error(`no value ${k} within ${WAIT_MS} ms`);
-          r = rawTake(rh, 0, record, record.byteLength);
-          if (r < 0) throw new Error(`take failed (${r})`);
-          if (r === 0) reader.takePending(() => {}); // spurious: drain, sleep again
-        }
-        const t1 = now();
-        const seq = recordView.getUint32(0, true) + recordView.getUint32(4, true) * 2 ** 32;
-        const t0 = recordView.getUint32(8, true) + recordView.getUint32(12, true) * 2 ** 32;
-        if (seq !== k || recordView.getUint32(24, true) !== size) {
-          throw new Error(`lean take: got value ${seq}, expected ${k}`);
-        }
-        if (check(recordPayload, k) !== t0) throw new Error("lean take: stamp mismatch");
-        if (blk.record) lean[nLean++] = t1 - t0;
-        continue;
-      }
-      if (blk.kind === "S") {
-        Atomics.store(u32, READY, k);
+        let s: Sample | null = null;
         while (s === null) {
           if (!reader.waitSync(WAIT_MS)) throw new Error(`no value ${k} within ${WAIT_MS} ms`);
+          s = reader.take(0);
+        }
+        ns = latencyOf(s, k, size, now());
+        if (blk.record) alloc[nAlloc++] = ns;
+        continue;
+      }
+      let length = -1;
+      if (blk.kind === "S") {
+        Atomics.store(u32, READY, k);
+        while (length < 0) {
+          if (!reader.waitSync(WAIT_MS)) throw new Error(`no value ${k} within ${WAIT_MS} ms`);
           returned = now();
-          s = reader.take(0) ?? drainAndTake(reader);
+          length = reader.takeInto(0, rec.bytes);
         }
       } else {
         let announced = false;
-        while (s === null) {
+        while (length < 0) {
           // Dispatch the wait first, so the pool thread is in epoll_wait when the writer,
           // which waits for the announcement and then `--gap-us`, publishes.
           const pending = ws.wait(WAIT_MS);
@@ -184,13 +201,13 @@ async function wake(args: Map<string, string>, page: ControlPage): Promise<void>
           const ready = await pending;
           returned = now();
           if (ready.length === 0) throw new Error(`no value ${k} within ${WAIT_MS} ms`);
-          s = reader.take(0) ?? drainAndTake(reader);
+          length = reader.takeInto(0, rec.bytes);
         }
       }
       const t1 = now();
-      const ns = latencyOf(s, k, size, t1);
-      const back = returned - Number(s.timestampNs);
+      ns = rec.latency(length, k, t1);
       if (blk.record) {
+        const back = returned - (t1 - ns);
         if (blk.kind === "S") {
           syncReturn[nSync] = back;
           sync[nSync++] = ns;
@@ -203,7 +220,7 @@ async function wake(args: Map<string, string>, page: ControlPage): Promise<void>
     }
   }
   let at = SAMPLES;
-  for (const part of [sync, lean, waitset, noop, syncReturn, waitsetReturn]) {
+  for (const part of [sync, alloc, waitset, noop, syncReturn, waitsetReturn]) {
     page.f64.set(part, at);
     at += part.length;
   }
@@ -221,7 +238,7 @@ async function idle(mode: string, args: Map<string, string>, page: ControlPage):
   const size = Number(need(args, "size"));
   using reader = SegmentReader.attach(fdsOf(args));
   using ws = new Waitset();
-  ws.add(reader.doorbellFd, 1, READABLE);
+  ws.addReader(reader, 1);
   let s = drainAndTake(reader);
   if (s !== null) throw new Error("a value arrived before the reader blocked");
   if (mode === "idle-waitset") {

@@ -1,43 +1,26 @@
 /**
- * The benchmarks' own native library, `libgsw_bench_native.so` (`bench/native/src/ffi.rs`):
- * no-op FFI references with exactly the parameter types of gsw's hot symbols, a clock that
- * returns a `number`, and the descriptor helpers a Deno reader of a cross-process benchmark
- * needs. Each symbol with its C prototype.
+ * The benchmarks' own native library, `libgsw_bench_native.so` (`bench/native/src/ffi.rs`): a
+ * clock that returns a `number`, and the descriptor and futex helpers a Deno reader of a
+ * cross-process benchmark needs. Each symbol with its C prototype. (The no-op references the
+ * FFI benchmarks compare gsw's hot calls with are `libgsw.so`'s own `gsw_bench_noop_*`.)
  */
 
 /** Version of the table below (`BENCH_ABI_VERSION` in `bench/native/src/ffi.rs`). */
-export const BENCH_ABI_VERSION = 1;
+export const BENCH_ABI_VERSION = 2;
 
 export const benchSymbols = {
   // uint32_t gsw_bench_abi_version(void)
   gsw_bench_abi_version: { parameters: [], result: "u32" },
   // double gsw_bench_now_ns(void)   CLOCK_MONOTONIC, exact below 2^53 ns
   gsw_bench_now_ns: { parameters: [], result: "f64" },
-  // int32_t gsw_bench_noop_publish(const void *w, uint32_t ch, const uint8_t *data,
-  //                                uint32_t len, uint64_t seq, uint64_t timestamp_ns)
-  // Same parameter types as gsw_writer_publish / gsw_writer_publish_quiet; does nothing.
-  gsw_bench_noop_publish: {
-    parameters: ["pointer", "u32", "buffer", "u32", "u64", "u64"],
-    result: "i32",
-  },
-  // int32_t gsw_bench_noop_take(const void *r, uint32_t ch, uint8_t *out, uint32_t len)
-  // Same parameter types as gsw_reader_take; does nothing, returns 0 ("nothing new").
-  gsw_bench_noop_take: { parameters: ["pointer", "u32", "buffer", "u32"], result: "i32" },
-  // int32_t gsw_bench_noop_wait(const void *ws, uint8_t *out, uint32_t len, int32_t timeout_ms)
-  // Same parameter types as gsw_waitset_wait, on Deno's blocking pool like
-  // gsw_waitset_wait_async: the awaited round trip is Deno's floor for waking JavaScript.
-  gsw_bench_noop_wait_async: {
-    name: "gsw_bench_noop_wait",
-    parameters: ["pointer", "buffer", "u32", "i32"],
-    result: "i32",
-    nonblocking: true,
-  },
   // int32_t gsw_bench_dup(int fd)   close-on-exec duplicate, or -errno
   gsw_bench_dup: { parameters: ["i32"], result: "i32" },
   // uint8_t *gsw_bench_map(int fd, size_t len)   shared read-write mapping, null on failure
   gsw_bench_map: { parameters: ["i32", "usize"], result: "pointer" },
   // int32_t gsw_bench_unmap(uint8_t *ptr, size_t len)
   gsw_bench_unmap: { parameters: ["pointer", "usize"], result: "i32" },
+  // int32_t gsw_bench_futex_wake(uint8_t *ptr, uint32_t offset)   FUTEX_WAKE all on that u32
+  gsw_bench_futex_wake: { parameters: ["pointer", "u32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type BenchSymbols = Deno.DynamicLibrary<typeof benchSymbols>["symbols"];
@@ -92,6 +75,12 @@ export class ControlPage implements Disposable {
     this.buffer = Deno.UnsafePointerView.getArrayBuffer(p, length);
     this.u32 = new Uint32Array(this.buffer);
     this.f64 = new Float64Array(this.buffer);
+  }
+
+  /** Wakes a native peer sleeping (`FUTEX_WAIT`) on the u32 at byte `offset`. */
+  wake(offset: number): void {
+    const r = bench().gsw_bench_futex_wake(this.#ptr, offset);
+    if (r < 0) throw new Error(`futex wake at ${offset} failed (${r})`);
   }
 
   [Symbol.dispose](): void {

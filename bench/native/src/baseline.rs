@@ -93,6 +93,8 @@ pub struct BaselineShm {
     policy: WakePolicy,
     spins: u32,
     lock_timeout: Duration,
+    /// `FUTEX_WAKE` calls this handle's writes made (the old scheme's doorbell rings).
+    wakes: AtomicU64,
 }
 
 fn timed_out(what: &str, t: Duration) -> io::Error {
@@ -123,6 +125,7 @@ impl BaselineShm {
             policy: WakePolicy::WhenWaiting,
             spins: DEFAULT_SPINS,
             lock_timeout: Duration::from_secs(5),
+            wakes: AtomicU64::new(0),
         })
     }
 
@@ -152,7 +155,14 @@ impl BaselineShm {
             policy: WakePolicy::WhenWaiting,
             spins: DEFAULT_SPINS,
             lock_timeout: Duration::from_secs(5),
+            wakes: AtomicU64::new(0),
         })
+    }
+
+    /// `FUTEX_WAKE` calls made by writes through this handle so far.
+    pub fn wakes(&self) -> u64 {
+        // Relaxed: a statistic; callers read it from the writing thread.
+        self.wakes.load(Ordering::Relaxed)
     }
 
     /// Sets when writers issue `FUTEX_WAKE` (per process handle).
@@ -227,6 +237,8 @@ impl BaselineShm {
         // SeqCst: the other half of the pair above (a weaker load could see a stale 0 and skip
         // the wake while the reader goes to sleep: a lost wake-up).
         if self.policy == WakePolicy::Always || self.waiters().load(Ordering::SeqCst) != 0 {
+            // Relaxed: a statistic of this handle, read by the same thread.
+            self.wakes.fetch_add(1, Ordering::Relaxed);
             futex_wake(self.counter(), i32::MAX)?;
         }
         Ok(seq)

@@ -1,62 +1,24 @@
 //! The C ABI of `libgsw_bench_native.so`, loaded by the Deno benchmarks (`bench/lib/native.ts`
 //! holds the matching `Deno.dlopen` table):
 //!
-//! - **no-op references**: functions with exactly the parameter and result types of gsw's hot
-//!   symbols that do nothing. Timing one of them next to the real symbol in the same Deno
-//!   process separates what Deno's FFI call costs from what gsw's code and its TypeScript
-//!   wrapper add. (They belong in `libgsw.so` itself eventually; until then they live here.)
+//! - a **clock** that returns a JavaScript `number` (gsw's own `gsw_monotonic_ns` returns a
+//!   `u64`, i.e. a BigInt per call);
 //! - **helpers** the Deno side of a cross-process benchmark needs and gsw does not export:
-//!   `dup` and `mmap` of an inherited descriptor (the benchmark's control page).
+//!   `dup` and `mmap` of an inherited descriptor (the benchmark's control page), and a
+//!   process-shared `FUTEX_WAKE` on a word of it (so a native peer can sleep instead of spin).
+//!
+//! The no-op references the Deno benchmarks compare gsw's hot calls with are in `libgsw.so`
+//! itself (`gsw_bench_noop_*`, `ffi/src/abi.rs`), so reference and measured call cross into
+//! the same library.
 //!
 //! Nothing here panics; errors are returned as `-errno` or a null pointer.
 
-use std::ffi::c_void;
-
 /// Bumped when a signature below changes; `bench/lib/native.ts` checks it.
-pub const BENCH_ABI_VERSION: u32 = 1;
+pub const BENCH_ABI_VERSION: u32 = 2;
 
 #[no_mangle]
 pub extern "C" fn gsw_bench_abi_version() -> u32 {
     BENCH_ABI_VERSION
-}
-
-/// No-op with the signature of `gsw_writer_publish` / `gsw_writer_publish_quiet`:
-/// `(pointer, u32, buffer, u32, u64, u64) -> i32`.
-#[no_mangle]
-pub extern "C" fn gsw_bench_noop_publish(
-    _w: *const c_void,
-    _channel: u32,
-    _data: *const u8,
-    _len: u32,
-    _seq: u64,
-    _timestamp_ns: u64,
-) -> i32 {
-    0
-}
-
-/// No-op with the signature of `gsw_reader_take`: `(pointer, u32, buffer, u32) -> i32`.
-/// Returns 0 ("nothing new").
-#[no_mangle]
-pub extern "C" fn gsw_bench_noop_take(
-    _r: *const c_void,
-    _channel: u32,
-    _out: *mut u8,
-    _out_len: u32,
-) -> i32 {
-    0
-}
-
-/// No-op with the signature of `gsw_waitset_wait`: `(pointer, buffer, u32, i32) -> i32`.
-/// Declared `nonblocking: true` on the Deno side, its awaited round trip is Deno's floor for
-/// waking JavaScript from the blocking pool.
-#[no_mangle]
-pub extern "C" fn gsw_bench_noop_wait(
-    _ws: *const c_void,
-    _out: *mut u8,
-    _out_len: u32,
-    _timeout_ms: i32,
-) -> i32 {
-    0
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds as a double (exact below 2^53 ns, i.e. 104 days of uptime):
@@ -125,24 +87,32 @@ pub unsafe extern "C" fn gsw_bench_unmap(ptr: *mut u8, len: usize) -> i32 {
     }
 }
 
+/// Wakes every process sleeping in `FUTEX_WAIT` on the `u32` at `ptr + offset` (a word of a
+/// shared mapping from [`gsw_bench_map`]); returns how many woke, or `-errno`. Lets a Deno
+/// reader announce "done" to a native peer that sleeps instead of spinning for it.
+///
+/// # Safety
+/// `ptr + offset` must be a 4-byte aligned word inside a live mapping.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_bench_futex_wake(ptr: *mut u8, offset: u32) -> i32 {
+    if ptr.is_null() || offset % 4 != 0 {
+        return -libc::EINVAL;
+    }
+    // SAFETY: per this function's contract the word is aligned and mapped; AtomicU32 has
+    // u32's layout, and FUTEX_WAKE only uses the address as a key.
+    let word = unsafe { &*(ptr.add(offset as usize) as *const std::sync::atomic::AtomicU32) };
+    match crate::sys::futex_wake(word, i32::MAX) {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn noops_and_helpers() {
-        assert_eq!(
-            gsw_bench_noop_publish(std::ptr::null(), 0, std::ptr::null(), 0, 1, 2),
-            0
-        );
-        assert_eq!(
-            gsw_bench_noop_take(std::ptr::null(), 0, std::ptr::null_mut(), 0),
-            0
-        );
-        assert_eq!(
-            gsw_bench_noop_wait(std::ptr::null(), std::ptr::null_mut(), 0, -1),
-            0
-        );
+    fn helpers() {
         assert_eq!(gsw_bench_dup(-1), -libc::EBADF);
         let shm = crate::shm::SharedMem::create("ffi-test", 4096).unwrap();
         let fd = gsw_bench_dup(std::os::fd::AsRawFd::as_raw_fd(&shm.fd()));
@@ -155,6 +125,11 @@ mod tests {
             shm.atomic_u64(8).load(std::sync::atomic::Ordering::Relaxed),
             42
         );
+        // SAFETY: `p` maps 4096 bytes; offset 64 is aligned and inside; nobody waits there.
+        unsafe {
+            assert_eq!(gsw_bench_futex_wake(p, 64), 0);
+            assert_eq!(gsw_bench_futex_wake(p, 2), -libc::EINVAL);
+        }
         // SAFETY: exactly the mapping made above; `fd` is ours.
         unsafe {
             assert_eq!(gsw_bench_unmap(p, 4096), 0);

@@ -2,8 +2,16 @@
 //!
 //! - [`GswWake`]: one gsw segment (one channel, one doorbell) as a [`WakeMechanism`], so its
 //!   wake latency is measured by [`crate::wake::measure`] interleaved with a raw eventfd and
-//!   the old scheme in the same run. The reader follows the channel's sleep protocol exactly:
-//!   take; if nothing, drain the doorbell, take again; if still nothing, `SegmentReader::wait`.
+//!   the old scheme in the same run. The reader does what every gsw reader does: take; if
+//!   nothing is new, `SegmentReader::wait` (which clears the segment's awake word, re-checks,
+//!   sleeps on the doorbell, drains it and marks the reader awake again).
+//! - [`GswDrainFirstWake`]: a measured proposal, not gsw's code: the same segment and the
+//!   same awake-word protocol, but the doorbell drained *before* sleeping instead of after
+//!   waking. After a wake-up the reader takes the value at once (`take`); before sleeping it
+//!   drains the doorbell and clears the pending bits (`take_pending`, taking anything that
+//!   arrived), then clears the awake word and re-checks (`ControlWords::prepare_to_sleep`),
+//!   then `poll`s. `SegmentReader::wait` (and `take_pending` after a waitset wake) put the
+//!   drain, a syscall, on the wake-up path.
 //! - [`FloorChannels`]: the protocol floor for a publish or a take: the design's one copy and
 //!   one atomic swap per operation, written by hand with no checks, in the same kind of shared
 //!   memory. gsw's publish and take are compared with it in the same run.
@@ -65,8 +73,8 @@ fn timeout_ms(left: Duration) -> i32 {
 }
 
 /// gsw's channel as a wake-up mechanism: `publish` is `SegmentWriter::publish` (which rings
-/// the doorbell only when the reader had taken everything), `wait_read` is the reader's
-/// take / drain / take / `SegmentReader::wait` loop.
+/// the doorbell only when the reader had taken everything and may be asleep), `wait_read` is
+/// the reader's take / `SegmentReader::wait` loop.
 pub struct GswWake {
     w: SegmentWriter,
     r: SegmentReader,
@@ -130,12 +138,8 @@ impl WakeMechanism for GswWake {
             if self.take_into(out)? {
                 return Ok(());
             }
-            // The sleep protocol: drain, re-check, then sleep. A ring after the drain keeps
-            // the doorbell readable; a publish before it is seen by the re-check.
-            self.r.drain_doorbell();
-            if self.take_into(out)? {
-                return Ok(());
-            }
+            // `wait` re-checks for a value after clearing the awake word and before sleeping,
+            // so a publish between the take above and the sleep is not missed.
             let Some(left) = deadline.remaining() else {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -146,6 +150,105 @@ impl WakeMechanism for GswWake {
                 ));
             };
             self.r.wait(timeout_ms(left)).map_err(io_err)?;
+        }
+    }
+}
+
+/// gsw's channel with the doorbell drained before sleeping rather than after waking (see the
+/// module docs): `publish` is `SegmentWriter::publish`, as in [`GswWake`].
+pub struct GswDrainFirstWake {
+    w: SegmentWriter,
+    r: SegmentReader,
+    words: gsw::segment::ControlWords,
+    size: usize,
+    last: u64,
+}
+
+impl GswDrainFirstWake {
+    /// A one-channel segment carrying `payload_size`-byte payloads.
+    pub fn new(payload_size: usize) -> io::Result<Self> {
+        let cap = u32::try_from(payload_size).map_err(|_| io::Error::other("payload too large"))?;
+        let (w, r) = pair(1, cap)?;
+        let words = r.control_words();
+        Ok(Self {
+            w,
+            r,
+            words,
+            size: payload_size,
+            last: 0,
+        })
+    }
+}
+
+impl WakeMechanism for GswDrainFirstWake {
+    fn name(&self) -> &str {
+        "gsw_drain_first_wake"
+    }
+
+    fn publish(&mut self, p: &[u8]) -> io::Result<()> {
+        self.w
+            .publish(0, p, payload::seq(p), payload::stamp_of(p))
+            .map_err(io_err)
+    }
+
+    fn wait_read(&mut self, out: &mut [u8], timeout: Duration) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let deadline = Deadline::after(timeout);
+        loop {
+            // After a wake-up: the value at once, no syscall first.
+            match self.r.take(0).map_err(io_err)? {
+                Some((h, d)) if h.seq > self.last => {
+                    out[..self.size].copy_from_slice(d);
+                    self.last = h.seq;
+                    return Ok(());
+                }
+                _ => {}
+            }
+            // Before sleeping: drain the doorbell and clear the pending bits, taking anything
+            // that arrived since the take above.
+            let (size, last) = (self.size, self.last);
+            let mut got = 0;
+            self.r.take_pending(
+                |_| true,
+                |_, h, d| {
+                    if h.seq > last {
+                        out[..size].copy_from_slice(d);
+                        got = h.seq;
+                    }
+                },
+            );
+            if got > 0 {
+                self.last = got;
+                return Ok(());
+            }
+            // Clear the awake word and re-check the pending bits; sleep only if nothing arrived
+            // meanwhile (a ring after the drain above leaves the doorbell readable).
+            if self.words.prepare_to_sleep() {
+                self.words.woke();
+                continue;
+            }
+            let Some(left) = deadline.remaining() else {
+                self.words.woke();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "gsw (drain first): no value after seq {} within {timeout:?} (lost wake-up?)",
+                        self.last
+                    ),
+                ));
+            };
+            let mut pfd = libc::pollfd {
+                fd: self.r.doorbell().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms(left)) };
+            let err = io::Error::last_os_error();
+            self.words.woke();
+            if rc < 0 && err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
         }
     }
 }
@@ -255,183 +358,9 @@ impl FloorChannels {
     }
 }
 
-/// Offsets in a [`SleepFlagChannel`]'s mapping.
-const SF_CONTROL: usize = 0;
-const SF_ASLEEP: usize = 64;
-const SF_SLOTS: usize = 128;
-
-/// A measured proposal, not gsw: the protocol floor for one channel plus a *reader-asleep*
-/// flag, so the writer rings the doorbell only for a reader that is really going to sleep.
-///
-/// gsw's writer rings whenever its swap finds FRESH clear, i.e. whenever the reader has taken
-/// everything, asleep or not; a reader that keeps up while awake then costs the writer one
-/// eventfd `write` per value it takes. Here the reader, before sleeping, stores `asleep = 1`
-/// and re-checks FRESH (both SeqCst); the writer, after its swap, rings only if FRESH was
-/// clear *and* `asleep` is set (SeqCst load). In the single total order of SeqCst operations
-/// either the reader's re-check sees the publish, or the writer's load sees the flag: no
-/// wake-up is lost; a stale flag only costs a spurious ring, which the reader's next blocking
-/// read absorbs.
-pub struct SleepFlagChannel {
-    shm: SharedMem,
-    efd: crate::sys::EventFd,
-    size: usize,
-    stride: usize,
-    writer_slot: u8,
-    reader_slot: u8,
-    last: u64,
-    rings: u64,
-}
-
-impl SleepFlagChannel {
-    /// One channel carrying `payload_size`-byte payloads.
-    pub fn new(payload_size: usize) -> io::Result<Self> {
-        let stride = (FLOOR_SLOT_HEADER + payload_size).div_ceil(64) * 64;
-        let shm = SharedMem::create("gsw-bench-sleepflag", SF_SLOTS + 3 * stride)?;
-        // Relaxed: nobody else sees the mapping yet (it is shared by a later fork).
-        shm.atomic_u64(SF_CONTROL).store(1, Ordering::Relaxed);
-        Ok(Self {
-            shm,
-            efd: crate::sys::EventFd::new()?,
-            size: payload_size,
-            stride,
-            writer_slot: 0,
-            reader_slot: 2,
-            last: 0,
-            rings: 0,
-        })
-    }
-
-    fn control(&self) -> &AtomicU64 {
-        self.shm.atomic_u64(SF_CONTROL)
-    }
-
-    fn asleep(&self) -> &std::sync::atomic::AtomicU32 {
-        self.shm.atomic_u32(SF_ASLEEP)
-    }
-
-    fn slot_ptr(&self, slot: u8) -> *mut u8 {
-        // SAFETY: slot <= 2 (masked by callers) and the mapping holds three strides after
-        // SF_SLOTS.
-        unsafe {
-            self.shm
-                .as_ptr()
-                .add(SF_SLOTS + slot as usize * self.stride)
-        }
-    }
-
-    /// Doorbell rings so far by this (writer's) handle.
-    pub fn rings(&self) -> u64 {
-        self.rings
-    }
-
-    /// Writer: publishes `payload` (`payload_size` bytes) and rings only a sleeping reader.
-    pub fn publish_value(&mut self, payload: &[u8], seq: u64, timestamp_ns: u64) -> io::Result<()> {
-        let n = payload.len().min(self.size);
-        let p = self.slot_ptr(self.writer_slot);
-        // SAFETY: the writer owns its slot until the swap below; the slot holds the header
-        // and `size >= n` payload bytes.
-        unsafe {
-            (p as *mut u64).write(seq);
-            (p.add(8) as *mut u64).write(timestamp_ns);
-            (p.add(16) as *mut u32).write(n as u32);
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), p.add(FLOOR_SLOT_HEADER), n);
-        }
-        // SeqCst (an AcqRel RMW that is also in the total order): publishes the slot and
-        // orders this swap before the load of `asleep` below (the Dekker pair).
-        let old = self
-            .control()
-            .swap(u64::from(self.writer_slot) | FLOOR_FRESH, Ordering::SeqCst);
-        self.writer_slot = (old & 3) as u8;
-        // SeqCst: the writer's half of the pair (see the type's docs).
-        if old & FLOOR_FRESH == 0 && self.asleep().load(Ordering::SeqCst) != 0 {
-            self.rings += 1;
-            self.efd.write(1)?;
-        }
-        Ok(())
-    }
-
-    /// Reader: takes a value newer than the last one into `out`; returns its sequence number.
-    pub fn take_newer(&mut self, out: &mut [u8]) -> Option<u64> {
-        // Relaxed early-out, as gsw's acquire.
-        if self.control().load(Ordering::Relaxed) & FLOOR_FRESH == 0 {
-            return None;
-        }
-        // AcqRel: acquires the writer's slot, releases ours.
-        let old = self
-            .control()
-            .swap(u64::from(self.reader_slot), Ordering::AcqRel);
-        self.reader_slot = (old & 3) as u8;
-        let p = self.slot_ptr(self.reader_slot);
-        // SAFETY: the reader owns this slot now; the length is clamped to the slot and `out`.
-        let seq = unsafe {
-            let n = ((p.add(16) as *const u32).read() as usize)
-                .min(self.size)
-                .min(out.len());
-            std::ptr::copy_nonoverlapping(p.add(FLOOR_SLOT_HEADER), out.as_mut_ptr(), n);
-            (p as *const u64).read()
-        };
-        (seq > self.last).then(|| {
-            self.last = seq;
-            seq
-        })
-    }
-
-    /// Reader: announces it is going to sleep, re-checks, then blocks on the doorbell (a
-    /// blocking eventfd `read`, which also drains it). Returns at once if a value arrived.
-    pub fn sleep(&mut self) -> io::Result<()> {
-        // SeqCst store then SeqCst load: the reader's half of the Dekker pair.
-        self.asleep().store(1, Ordering::SeqCst);
-        if self.control().load(Ordering::SeqCst) & FLOOR_FRESH == 0 {
-            self.efd.read()?;
-        }
-        // Relaxed: a stale 1 seen by the writer only costs one spurious ring.
-        self.asleep().store(0, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-impl WakeMechanism for SleepFlagChannel {
-    fn name(&self) -> &str {
-        "sleepflag_wake"
-    }
-
-    fn publish(&mut self, p: &[u8]) -> io::Result<()> {
-        self.publish_value(p, payload::seq(p), payload::stamp_of(p))
-    }
-
-    fn wait_read(&mut self, out: &mut [u8], _timeout: Duration) -> io::Result<()> {
-        // The blocking read carries no timeout: the caller's watchdog covers a lost wake-up.
-        loop {
-            if self.take_newer(out).is_some() {
-                return Ok(());
-            }
-            self.sleep()?;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sleep_flag_channel_rings_only_a_sleeper() {
-        let mut c = SleepFlagChannel::new(64).unwrap();
-        let mut p = [0u8; 64];
-        payload::fill(&mut p, 1);
-        c.publish(&p).unwrap();
-        assert_eq!(c.rings(), 0, "nobody asleep: no ring");
-        let mut out = [0u8; 64];
-        assert_eq!(c.take_newer(&mut out), Some(1));
-        // Flag set as a sleeper would: the next publish that finds FRESH clear rings.
-        c.asleep().store(1, Ordering::SeqCst);
-        payload::fill(&mut p, 2);
-        c.publish(&p).unwrap();
-        assert_eq!(c.rings(), 1);
-        c.sleep().unwrap(); // FRESH is set: returns at once
-        assert_eq!(c.take_newer(&mut out), Some(2));
-        assert_eq!(payload::check(&out).unwrap().0, 2);
-    }
 
     #[test]
     fn floor_behaves_like_a_triple_buffer() {
@@ -447,6 +376,23 @@ mod tests {
         assert_eq!(payload::check(&out).unwrap().0, 3);
         assert_eq!(f.take(1, &mut out), None);
         assert_eq!(f.take(0, &mut out), None);
+    }
+
+    #[test]
+    fn gsw_drain_first_wake_in_one_process() {
+        let mut g = GswDrainFirstWake::new(64).unwrap();
+        let mut p = [0u8; 64];
+        let mut out = [0u8; 64];
+        for seq in 1..=2 {
+            payload::fill(&mut p, seq);
+            g.publish(&p).unwrap();
+            g.wait_read(&mut out, Duration::from_secs(1)).unwrap();
+            assert_eq!(payload::check(&out).unwrap().0, seq);
+        }
+        let e = g
+            .wait_read(&mut out, Duration::from_millis(20))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]

@@ -9,13 +9,13 @@
 //!   time of two back-to-back clock reads, measured interleaved) / batch.
 //! - `wake`: publish → blocked reader has the payload, for gsw ([`GswWake`]), a raw eventfd
 //!   (the kernel's floor) and the old scheme ([`BaselineWake`]), by [`wake::measure`]; plus
-//!   [`EventfdPollWake`] (the floor with gsw's drain + `poll` instead of a blocking `read`).
-//! - `throughput`: writer throughput with a reader attached that reads flat out, gsw vs the
-//!   old scheme, in alternating phases.
-//!
-//! `wake` and `throughput` also measure [`SleepFlagChannel`], a proposed change to gsw's
-//! doorbell rule (ring only a reader that is about to sleep), so its effect is a measured
-//! figure next to gsw's own (`sleepflag_*`).
+//!   [`EventfdPollWake`] (the floor with gsw's drain + `poll` instead of a blocking `read`)
+//!   and [`GswDrainFirstWake`] (a measured proposal: gsw with the doorbell drained before
+//!   sleeping instead of after waking).
+//! - `throughput`: a writer writing flat out against one reader, gsw vs the old scheme, in
+//!   alternating phases: first with a reader that blocks whenever nothing is new (gsw in
+//!   `SegmentReader::wait`, the old scheme in its futex wait: what every gsw subscriber does),
+//!   then with a reader that polls flat out and never blocks.
 //!
 //! Every payload is written by the writer and checked by the reader.
 
@@ -23,7 +23,7 @@ use super::{fail, Common, WAIT_TIMEOUT};
 use crate::baseline::BaselineShm;
 use crate::cli::Args;
 use crate::clock::{clock_cost_ns, now_ns, Deadline};
-use crate::gsw_channel::{io_err, pair, FloorChannels, GswWake, SleepFlagChannel};
+use crate::gsw_channel::{io_err, pair, FloorChannels, GswDrainFirstWake, GswWake};
 use crate::payload;
 use crate::proc::{fork_child, Child, CpuPair};
 use crate::report::Report;
@@ -47,12 +47,12 @@ gsw-bench-native channel [--parts micro,wake,throughput] [--batches N] [--batch 
   wake        publish -> blocked reader (SegmentReader::wait + take) has the payload, vs a raw
               eventfd and the old scheme: wake_native_p50_ratio, wake_native_p99_ratio,
               wake_p50_vs_baseline_ratio
-  throughput  writer throughput with a reader reading flat out, gsw vs the old scheme:
-              writer_vs_baseline_ratio
+  throughput  writer flat out, gsw vs the old scheme, with a reader that blocks when nothing
+              is new (writer_vs_baseline_ratio) and with one that polls flat out
+              (writer_vs_baseline_flatout_ratio); doorbell rings / futex wakes per second
   wake also measures eventfd_poll_wake: the eventfd floor with gsw's syscalls (drain, poll)
-  instead of a blocking read
-  wake and throughput also measure sleepflag_*: gsw's protocol with a reader-asleep flag so
-  the writer rings only a sleeping reader (a proposed change, for comparison)
+  instead of a blocking read; and gsw_drain_first_wake: gsw with the doorbell drained before
+  sleeping instead of after waking (a proposed change to SegmentReader::wait, measured)
   --parts LIST     which parts, comma-separated (default all three)
   --batches N      micro: timed batches per operation (default 100000)
   --batch N        micro: operations per batch = channels in the segment (default 64)
@@ -61,8 +61,7 @@ gsw-bench-native channel [--parts micro,wake,throughput] [--batches N] [--batch 
   --rounds N       interleaved rounds for every part (default 10)
   --gap-us US      wake: pause after the reader is waiting, before the publish (default 20)
   --size BYTES     payload bytes, >= 16 (default 64)
-  --duration SECS  throughput: total time, split between gsw, old-scheme and sleep-flag phases
-                   (default 4)";
+  --duration SECS  throughput: total time, split between the four phase kinds (default 4)";
 
 /// Options of `channel`.
 #[derive(Clone, Debug)]
@@ -400,15 +399,22 @@ fn push_per_op(
 // Control page of the throughput part. PHASE is a futex word: `epoch << 3 | state`.
 const PHASE: usize = 0;
 const PARKED: usize = 64;
-/// Reader counters: reads, fresh values, waits, for gsw, the old scheme and the proposal.
+/// Reader counters: reads, fresh values, waits, per mechanism (in `MECHS` order).
 const COUNTERS: usize = 128;
-const DONE: usize = 256;
+const DONE: usize = 512;
 const PAUSE: u32 = 0;
+/// gsw, the reader blocking in `SegmentReader::wait` when nothing is new.
 const RUN_GSW: u32 = 1;
+/// The old scheme, the reader blocking in its futex wait when nothing is new.
 const RUN_BASELINE: u32 = 2;
-const RUN_SLEEPFLAG: u32 = 3;
-const EXIT: u32 = 4;
+/// gsw, the reader polling `take` flat out, never blocking.
+const RUN_GSW_SPIN: u32 = 3;
+/// The old scheme, the reader polling `read_latest` flat out, never blocking.
+const RUN_BASELINE_SPIN: u32 = 4;
+const EXIT: u32 = 5;
 const STATE_BITS: u32 = 3;
+/// The phases of one round, in order.
+const MECHS: [u32; 4] = [RUN_GSW, RUN_BASELINE, RUN_GSW_SPIN, RUN_BASELINE_SPIN];
 
 /// Figures of one writer in the throughput part.
 #[derive(Clone, Copy, Debug, Default)]
@@ -417,14 +423,13 @@ struct WriterFigures {
     fresh_per_s: f64,
     reads_per_s: f64,
     waits_per_s: f64,
+    /// gsw: doorbell rings; the old scheme: `FUTEX_WAKE` calls.
     rings_per_s: f64,
 }
 
-/// Figures of the throughput part: gsw, the old scheme, the sleep-flag proposal.
+/// Figures of the throughput part, per phase kind (in `MECHS` order).
 struct Throughput {
-    gsw: WriterFigures,
-    baseline: WriterFigures,
-    sleepflag: WriterFigures,
+    figures: [WriterFigures; 4],
     pinned: bool,
 }
 
@@ -472,18 +477,14 @@ fn park(
     Ok(())
 }
 
-/// One write of the sleep-flag proposal (as the other writers: fill the payload, publish).
-fn sf_write(sf: &mut SleepFlagChannel, buf: &mut [u8], seq: &mut u64) -> io::Result<()> {
-    *seq += 1;
-    payload::fill(buf, *seq);
-    sf.publish_value(buf, *seq, 0)
-}
-
+/// A writer flat out (fill the payload, publish) against one reader, in alternating phases:
+/// gsw and the old scheme with a reader that blocks when nothing is new (what every gsw
+/// subscriber does, and the regime of the old scheme's published writer rate), then both
+/// with a reader that polls flat out and never blocks.
 fn throughput(o: &Options) -> io::Result<Throughput> {
     let size = o.size;
     let (w, r) = pair(1, size as u32)?;
     let bl = BaselineShm::create(size)?;
-    let mut sf = SleepFlagChannel::new(size)?;
     let ctl = SharedMem::create("gsw-bench-channel-tp", 4096)?;
     let cpus = CpuPair::choose(o.common.pin);
 
@@ -491,8 +492,8 @@ fn throughput(o: &Options) -> io::Result<Throughput> {
         let (phase, parked) = (ctl.atomic_u32(PHASE), ctl.atomic_u32(PARKED));
         let mut buf = vec![0u8; size];
         let (mut last_g, mut last_b) = (0u64, 0u64);
-        // Per mechanism (gsw, old scheme, proposal): reads, fresh values, waits.
-        let mut c = [[0u64; 3]; 3];
+        // Per phase kind: reads, fresh values, waits.
+        let mut c = [[0u64; 3]; 4];
         let checked = |buf: &[u8], seq: u64, what: &str| -> Result<(), String> {
             let (ps, _) = payload::check(buf)?;
             if ps != seq {
@@ -514,6 +515,19 @@ fn throughput(o: &Options) -> io::Result<Throughput> {
                 _ => Ok(false),
             }
         };
+        // One old-scheme read; checks and counts a new packet. Returns its sequence number
+        // and whether it was new.
+        let bl_read = |buf: &mut [u8], last: &mut u64, c: &mut [u64; 3]| {
+            let s = bl.read_latest(buf).map_err(|e| e.to_string())?;
+            c[0] += 1;
+            if s > *last {
+                checked(buf, s, "baseline")?;
+                *last = s;
+                c[1] += 1;
+                return Ok::<(u64, bool), String>((s, true));
+            }
+            Ok((s, false))
+        };
         loop {
             // Acquire: pairs with the parent's Release phase changes.
             let p = phase.load(Ordering::Acquire);
@@ -522,11 +536,8 @@ fn throughput(o: &Options) -> io::Result<Throughput> {
                     if gsw_take(&mut buf, &mut last_g, &mut c[0])? {
                         continue;
                     }
-                    r.drain_doorbell();
-                    if gsw_take(&mut buf, &mut last_g, &mut c[0])? {
-                        continue;
-                    }
                     c[0][2] += 1;
+                    // Clears the awake word, re-checks, sleeps, marks the reader awake.
                     if !r
                         .wait(WAIT_TIMEOUT.as_millis() as i32)
                         .map_err(|e| e.message)?
@@ -537,13 +548,8 @@ fn throughput(o: &Options) -> io::Result<Throughput> {
                     }
                 }
                 RUN_BASELINE => {
-                    let s = bl.read_latest(&mut buf).map_err(|e| e.to_string())?;
-                    c[1][0] += 1;
-                    if s > last_b {
-                        checked(&buf, s, "baseline")?;
-                        last_b = s;
-                        c[1][1] += 1;
-                    } else {
+                    let (s, new) = bl_read(&mut buf, &mut last_b, &mut c[1])?;
+                    if !new {
                         c[1][2] += 1;
                         if !bl.wait_newer(s, WAIT_TIMEOUT).map_err(|e| e.to_string())? {
                             return Err(format!(
@@ -552,16 +558,11 @@ fn throughput(o: &Options) -> io::Result<Throughput> {
                         }
                     }
                 }
-                RUN_SLEEPFLAG => {
-                    c[2][0] += 1;
-                    if let Some(s) = sf.take_newer(&mut buf) {
-                        checked(&buf, s, "sleep-flag")?;
-                        c[2][1] += 1;
-                    } else {
-                        c[2][2] += 1;
-                        // Blocking read: a lost wake-up here is caught by the watchdog.
-                        sf.sleep().map_err(|e| e.to_string())?;
-                    }
+                RUN_GSW_SPIN => {
+                    gsw_take(&mut buf, &mut last_g, &mut c[2])?;
+                }
+                RUN_BASELINE_SPIN => {
+                    bl_read(&mut buf, &mut last_b, &mut c[3])?;
                 }
                 PAUSE => {
                     // Release: tells the parent we stopped reading (for this pause's epoch).
@@ -586,8 +587,7 @@ fn throughput(o: &Options) -> io::Result<Throughput> {
     let (phase, parked) = (ctl.atomic_u32(PHASE), ctl.atomic_u32(PARKED));
     let mut gbuf = vec![0u8; size];
     let mut bbuf = vec![0u8; size];
-    let mut sbuf = vec![0u8; size];
-    let (mut gseq, mut bseq, mut sseq) = (0u64, 0u64, 0u64);
+    let (mut gseq, mut bseq) = (0u64, 0u64);
     let mut gsw_write = || -> io::Result<()> {
         gseq += 1;
         payload::fill(&mut gbuf, gseq);
@@ -600,39 +600,29 @@ fn throughput(o: &Options) -> io::Result<Throughput> {
     };
     let mut epoch = 0u32;
     park(phase, parked, &mut epoch, &mut child, &mut gsw_write)?;
-    let phase_ns = (o.duration.as_nanos() / (3 * o.rounds as u128)).max(1) as u64;
-    // Writes and ns per mechanism.
-    let mut n = [0u64; 3];
-    let mut t = [0u64; 3];
-    let (mut g_rings, mut s_rings) = (0u64, 0u64);
+    let phase_ns = (o.duration.as_nanos() / (MECHS.len() as u128 * o.rounds as u128)).max(1) as u64;
+    // Writes, ns and rings per phase kind.
+    let mut n = [0u64; 4];
+    let mut t = [0u64; 4];
+    let mut rings = [0u64; 4];
     for _ in 0..o.rounds {
-        for mech in [RUN_GSW, RUN_BASELINE, RUN_SLEEPFLAG] {
+        for mech in MECHS {
             // Release: pairs with the reader's Acquire phase load.
             phase.store(epoch << STATE_BITS | mech, Ordering::Release);
             futex_wake(phase, 1)?;
             let i = (mech - 1) as usize;
-            let (dn, dt) = match mech {
-                RUN_GSW => {
-                    let before = w.stats().rings;
-                    let r = flat_out(&mut gsw_write, phase_ns)?;
-                    g_rings += w.stats().rings - before;
-                    park(phase, parked, &mut epoch, &mut child, &mut gsw_write)?;
-                    r
-                }
-                RUN_BASELINE => {
-                    let r = flat_out(&mut baseline_write, phase_ns)?;
-                    park(phase, parked, &mut epoch, &mut child, &mut baseline_write)?;
-                    r
-                }
-                _ => {
-                    let before = sf.rings();
-                    let r = flat_out(&mut || sf_write(&mut sf, &mut sbuf, &mut sseq), phase_ns)?;
-                    s_rings += sf.rings() - before;
-                    park(phase, parked, &mut epoch, &mut child, &mut || {
-                        sf_write(&mut sf, &mut sbuf, &mut sseq)
-                    })?;
-                    r
-                }
+            let (dn, dt) = if mech == RUN_GSW || mech == RUN_GSW_SPIN {
+                let before = w.stats().rings;
+                let r = flat_out(&mut gsw_write, phase_ns)?;
+                rings[i] += w.stats().rings - before;
+                park(phase, parked, &mut epoch, &mut child, &mut gsw_write)?;
+                r
+            } else {
+                let before = bl.wakes();
+                let r = flat_out(&mut baseline_write, phase_ns)?;
+                rings[i] += bl.wakes() - before;
+                park(phase, parked, &mut epoch, &mut child, &mut baseline_write)?;
+                r
             };
             n[i] += dn;
             t[i] += dt;
@@ -652,17 +642,15 @@ fn throughput(o: &Options) -> io::Result<Throughput> {
             .load(Ordering::Relaxed)
     };
     let per = |v: u64, t: u64| v as f64 * 1e9 / t.max(1) as f64;
-    let fig = |m: usize, rings: u64| WriterFigures {
+    let fig = |m: usize| WriterFigures {
         writes_per_s: per(n[m], t[m]),
         reads_per_s: per(c(m, 0), t[m]),
         fresh_per_s: per(c(m, 1), t[m]),
         waits_per_s: per(c(m, 2), t[m]),
-        rings_per_s: per(rings, t[m]),
+        rings_per_s: per(rings[m], t[m]),
     };
     Ok(Throughput {
-        gsw: fig(0, g_rings),
-        baseline: fig(1, 0),
-        sleepflag: fig(2, s_rings),
+        figures: [fig(0), fig(1), fig(2), fig(3)],
         pinned: child_pinned && parent_pin.pinned(),
     })
 }
@@ -712,8 +700,8 @@ pub fn run(o: &Options) -> io::Result<Report> {
             Box::new(GswWake::new(o.size)?),
             Box::new(EventfdWake::new(o.size)?),
             Box::new(BaselineWake::new(BaselineShm::create(o.size)?)),
-            Box::new(SleepFlagChannel::new(o.size)?),
             Box::new(EventfdPollWake::new(o.size)?),
+            Box::new(GswDrainFirstWake::new(o.size)?),
         ];
         let wo = WakeOptions {
             samples: o.samples,
@@ -733,13 +721,13 @@ pub fn run(o: &Options) -> io::Result<Report> {
         let gp = summarize(&mut run.results[0].publish).ok_or_else(none)?;
         let evp = summarize(&mut run.results[1].publish).ok_or_else(none)?;
         let blp = summarize(&mut run.results[2].publish).ok_or_else(none)?;
-        let sf = summarize(&mut run.results[3].samples).ok_or_else(none)?;
-        let evp_wake = summarize(&mut run.results[4].samples).ok_or_else(none)?;
+        let evp_wake = summarize(&mut run.results[3].samples).ok_or_else(none)?;
+        let gdf = summarize(&mut run.results[4].samples).ok_or_else(none)?;
         r.latency("gsw_wake", &g, Some(&ev));
         r.latency("eventfd_wake", &ev, None);
         r.latency("baseline_wake", &bl, Some(&ev));
-        r.latency("sleepflag_wake", &sf, Some(&ev));
         r.latency("eventfd_poll_wake", &evp_wake, Some(&ev));
+        r.latency("gsw_drain_first_wake", &gdf, Some(&ev));
         r.push_ref(
             "gsw_wake_vs_baseline_p50_ns",
             g.p50 as f64,
@@ -767,7 +755,7 @@ pub fn run(o: &Options) -> io::Result<Report> {
     if o.throughput {
         let mut r = Report::new("channel-throughput");
         let t = throughput(o).map_err(|e| fail("channel throughput", e))?;
-        let (g, b, f) = (t.gsw, t.baseline, t.sleepflag);
+        let [g, b, gs, bs] = t.figures;
         r.push_ref(
             "gsw_writer_writes_per_s",
             g.writes_per_s,
@@ -781,12 +769,27 @@ pub fn run(o: &Options) -> io::Result<Report> {
             "ratio",
         );
         r.push_ref(
-            "sleepflag_writer_writes_per_s",
-            f.writes_per_s,
+            "gsw_writer_flatout_writes_per_s",
+            gs.writes_per_s,
             "writes/s",
-            Some(b.writes_per_s),
+            Some(bs.writes_per_s),
         );
-        for (name, x) in [("gsw", g), ("baseline", b), ("sleepflag", f)] {
+        r.push(
+            "baseline_writer_flatout_writes_per_s",
+            bs.writes_per_s,
+            "writes/s",
+        );
+        r.push(
+            "writer_vs_baseline_flatout_ratio",
+            gs.writes_per_s / bs.writes_per_s.max(1.0),
+            "ratio",
+        );
+        for (name, x) in [
+            ("gsw", g),
+            ("baseline", b),
+            ("gsw_flatout", gs),
+            ("baseline_flatout", bs),
+        ] {
             r.push(
                 &format!("{name}_reader_fresh_per_s"),
                 x.fresh_per_s,
@@ -809,10 +812,20 @@ pub fn run(o: &Options) -> io::Result<Report> {
             );
         }
         r.push("gsw_doorbell_rings_per_s", g.rings_per_s, "rings/s");
-        r.push("sleepflag_doorbell_rings_per_s", f.rings_per_s, "rings/s");
+        r.push("baseline_futex_wakes_per_s", b.rings_per_s, "wakes/s");
+        r.push(
+            "gsw_flatout_doorbell_rings_per_s",
+            gs.rings_per_s,
+            "rings/s",
+        );
+        r.push(
+            "baseline_flatout_futex_wakes_per_s",
+            bs.rings_per_s,
+            "wakes/s",
+        );
         r.push(
             "throughput_phase_ms",
-            o.duration.as_secs_f64() * 1e3 / (3.0 * o.rounds as f64),
+            o.duration.as_secs_f64() * 1e3 / (MECHS.len() as f64 * o.rounds as f64),
             "ms",
         );
         common(&mut r, t.pinned);

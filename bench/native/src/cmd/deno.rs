@@ -2,11 +2,12 @@
 //! process with the segment's descriptors inherited, pinned, and killed with the run:
 //!
 //! - `deno-wake`: a native writer publishes to a Deno reader blocked in
-//!   `SegmentReader.waitSync` (sync; also with a zero-allocation take, "sync lean") or awaiting
-//!   `Waitset.wait()` (waitset, Deno's blocking pool), interleaved (A, B, A, B …) with a raw eventfd and gsw's channel between two native
+//!   `SegmentReader.waitSync` (sync, value read with `takeInto`; also with the allocating
+//!   `take`, "sync alloc") or awaiting `Waitset.wait()` (waitset, Deno's blocking pool),
+//!   interleaved (A, B, A, B …) with a raw eventfd and gsw's channel between two native
 //!   processes. Before each waitset sample the Deno reader also times an awaited no-op
-//!   `nonblocking: true` FFI call (Deno's own floor for waking JavaScript), so that reference
-//!   is interleaved sample by sample.
+//!   `nonblocking: true` FFI call (`libgsw.so`'s `gsw_bench_noop_wait`: Deno's own floor for
+//!   waking JavaScript), so that reference is interleaved sample by sample.
 //! - `idle`: readers blocked on their doorbell for `--duration` seconds (a Deno process
 //!   awaiting `Waitset.wait()`, one blocked in `waitSync`, a native one) and, as the reference,
 //!   a Deno process with nothing but a pending timer: CPU time from `/proc/<pid>/stat` over wall
@@ -35,13 +36,13 @@ gsw-bench-native deno-wake [--samples N] [--warmup N] [--rounds N] [--gap-us US]
                            [--deno PATH] [--script PATH] [--no-pin] [--timeout SECS]
   Wake latency of a Deno reader woken by a native writer through gsw's channel, interleaved
   with a raw eventfd and gsw's channel between two native processes (same run):
-    deno_sync_wake     Deno reader blocked in SegmentReader.waitSync (vs eventfd_wake)
-    deno_waitset_wake  Deno reader awaiting Waitset.wait() on the blocking pool
+    deno_sync_wake     Deno reader blocked in SegmentReader.waitSync, value read with
+                       SegmentReader.takeInto (vs eventfd_wake)
+    deno_waitset_wake  Deno reader awaiting Waitset.wait() on the blocking pool, then takeInto
                        (vs deno_noop_await: an awaited no-op nonblocking FFI call, timed by the
                        same Deno process just before each waitset sample)
     deno_*_return      stamp -> the blocking call is back in JavaScript (before the take)
-    deno_sync_lean_wake  sync, but the value taken with the raw gsw_reader_take symbol into a
-                       reused record (no allocation): what a zero-allocation take would give
+    deno_sync_alloc_wake  sync, but the value read with the allocating SegmentReader.take
   --samples N    samples per mechanism (default 100000)
   --warmup N     unrecorded samples per mechanism first (default 5000)
   --rounds N     interleaved rounds (default 10)
@@ -167,7 +168,7 @@ const N_SAMPLES: usize = 128;
 const M_EVENTFD: usize = 0;
 const M_GSW: usize = 1;
 const M_DENO_SYNC: usize = 2;
-const M_DENO_SYNC_LEAN: usize = 3;
+const M_DENO_SYNC_ALLOC: usize = 3;
 const M_DENO_WAITSET: usize = 4;
 const MECHS: usize = 5;
 
@@ -229,8 +230,8 @@ struct DenoWakeRun {
     eventfd: Vec<u64>,
     gsw: Vec<u64>,
     deno_sync: Vec<u64>,
-    /// Sync, with a take that allocates nothing (the raw symbol into a reused record).
-    deno_sync_lean: Vec<u64>,
+    /// Sync, with the allocating `take` (a `Sample` and a payload copy per value).
+    deno_sync_alloc: Vec<u64>,
     deno_waitset: Vec<u64>,
     deno_noop: Vec<u64>,
     /// Stamp to the blocking call's return into JavaScript, before the take.
@@ -258,13 +259,13 @@ fn deno_wake(o: &WakeCmd) -> io::Result<DenoWakeRun> {
             .map(|b| b.count)
             .sum()
     };
-    let (rec_sync, rec_lean, rec_ws) = (
+    let (rec_sync, rec_alloc, rec_ws) = (
         recorded(M_DENO_SYNC),
-        recorded(M_DENO_SYNC_LEAN),
+        recorded(M_DENO_SYNC_ALLOC),
         recorded(M_DENO_WAITSET),
     );
     // The Deno reader's sample regions, in its order (see reader.ts).
-    let regions = [rec_sync, rec_lean, rec_ws, rec_ws, rec_sync, rec_ws];
+    let regions = [rec_sync, rec_alloc, rec_ws, rec_ws, rec_sync, rec_ws];
     let deno_total: usize = regions.iter().sum();
     let native_recorded = recorded(M_EVENTFD) + recorded(M_GSW);
 
@@ -323,7 +324,7 @@ fn deno_wake(o: &WakeCmd) -> io::Result<DenoWakeRun> {
         .map(|b| {
             let kind = match b.mech {
                 M_DENO_SYNC => "S",
-                M_DENO_SYNC_LEAN => "L",
+                M_DENO_SYNC_ALLOC => "A",
                 _ => "W",
             };
             format!("{kind}:{}:{}", b.count, u8::from(b.record))
@@ -441,7 +442,7 @@ fn deno_wake(o: &WakeCmd) -> io::Result<DenoWakeRun> {
         eventfd,
         gsw,
         deno_sync: next(),
-        deno_sync_lean: next(),
+        deno_sync_alloc: next(),
         deno_waitset: next(),
         deno_noop: next(),
         deno_sync_return: next(),
@@ -458,7 +459,7 @@ pub fn run_wake(o: &WakeCmd) -> io::Result<Report> {
     let ev = summarize(&mut run.eventfd).ok_or_else(none)?;
     let g = summarize(&mut run.gsw).ok_or_else(none)?;
     let ds = summarize(&mut run.deno_sync).ok_or_else(none)?;
-    let dl = summarize(&mut run.deno_sync_lean).ok_or_else(none)?;
+    let da = summarize(&mut run.deno_sync_alloc).ok_or_else(none)?;
     let dw = summarize(&mut run.deno_waitset).ok_or_else(none)?;
     let dn = summarize(&mut run.deno_noop).ok_or_else(none)?;
     let dsr = summarize(&mut run.deno_sync_return).ok_or_else(none)?;
@@ -468,7 +469,7 @@ pub fn run_wake(o: &WakeCmd) -> io::Result<Report> {
     r.latency("deno_waitset_wake", &dw, Some(&dn));
     r.latency("deno_noop_await", &dn, None);
     r.latency("deno_sync_return", &dsr, Some(&ev));
-    r.latency("deno_sync_lean_wake", &dl, Some(&ev));
+    r.latency("deno_sync_alloc_wake", &da, Some(&ev));
     r.latency("deno_waitset_return", &dwr, Some(&dn));
     r.latency("eventfd_wake", &ev, None);
     r.latency("gsw_wake", &g, Some(&ev));
@@ -482,7 +483,7 @@ pub fn run_wake(o: &WakeCmd) -> io::Result<Report> {
         "eventfd",
         "gsw",
         "deno_sync",
-        "deno_sync_lean",
+        "deno_sync_alloc",
         "deno_waitset",
     ];
     for (m, name) in names.iter().enumerate() {
@@ -494,8 +495,8 @@ pub fn run_wake(o: &WakeCmd) -> io::Result<Report> {
     r.push("wake_deno_sync_p50_ratio", ratio(ds.p50, ev.p50), "ratio");
     r.push("wake_deno_sync_p99_ratio", ratio(ds.p99, ev.p99), "ratio");
     r.push(
-        "wake_deno_sync_lean_p50_ratio",
-        ratio(dl.p50, ev.p50),
+        "wake_deno_sync_alloc_p50_ratio",
+        ratio(da.p50, ev.p50),
         "ratio",
     );
     r.push(
@@ -677,10 +678,7 @@ pub fn run_idle(o: &IdleCmd) -> io::Result<Report> {
                 }
                 break;
             }
-            r.drain_doorbell();
-            if r.take(0).map_err(|e| e.message)?.is_some() {
-                return Err("idle native reader: value before the wake".into());
-            }
+            // Re-checks FRESH before sleeping, so a value published meanwhile is not missed.
             r.wait(-1).map_err(|e| e.message)?;
         }
         // Release: the parent's Acquire load sees that we woke with the value.
