@@ -63,6 +63,18 @@ function exists(path: string): boolean {
   }
 }
 
+/** Waits until `path` exists, `timeoutMs` passes, or `abandon()` says to stop waiting. */
+async function socketAppears(
+  path: string,
+  timeoutMs: number,
+  abandon: () => boolean,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && !abandon() && !exists(path)) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Builds the native library with cargo if it is not there yet. */
 async function ensureLibrary(say: (s: string) => void): Promise<void> {
   if (exists(LIBRARY)) return;
@@ -110,6 +122,7 @@ export function main(args: string[]): Promise<number> {
     if (!values["no-logger"]) {
       children.push({
         name: "logger",
+        socket: loggerSocket(runDir),
         args: [
           "run",
           ffi,
@@ -130,6 +143,7 @@ export function main(args: string[]): Promise<number> {
     for (const source of config.sources) {
       children.push({
         name: `decom[${source.name}]`,
+        socket: decomSocket(runDir, source.name),
         args: [
           "run",
           ffi,
@@ -147,6 +161,7 @@ export function main(args: string[]): Promise<number> {
     }
     children.push({
       name: "broker",
+      socket: brokerSocket(runDir),
       args: ["run", ffi, env, quiet, read, MAIN, "broker", "--config", configPath],
     });
     if (!values["no-sim"]) {
@@ -189,10 +204,18 @@ export function main(args: string[]): Promise<number> {
     );
 
     say(`pipeline "${config.name}" in run directory ${runDir}; logs in ${logDir}`);
-    for (const c of children) supervisor.start(c);
     const onSignal = () => stop("interrupted");
     Deno.addSignalListener("SIGINT", onSignal);
     Deno.addSignalListener("SIGTERM", onSignal);
+    // Each part may start in any order, but starting each once the one it feeds is listening
+    // keeps the first seconds free of "not running yet" messages and of lost first packets.
+    let early: string | undefined;
+    stopped.then((why) => early = why);
+    for (const c of children) {
+      supervisor.start(c);
+      if (c.socket) await socketAppears(c.socket, 10_000, () => early !== undefined);
+      if (early !== undefined) break;
+    }
     const timer = duration !== undefined
       ? setTimeout(() => stop(`--duration ${duration} s reached`), duration * 1000)
       : undefined;

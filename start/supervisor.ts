@@ -9,6 +9,8 @@ export interface ChildSpec {
   name: string;
   /** Arguments to `deno` (permissions, main.ts, command, options). */
   args: string[];
+  /** The socket it serves once ready, if any (the next part starts after it appears). */
+  socket?: string;
 }
 
 /** A line of a child's output, or of the supervisor itself. */
