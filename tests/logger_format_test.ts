@@ -12,7 +12,7 @@ import {
   RECORD_HEADER_LEN,
   recordLength,
 } from "../logger/format.ts";
-import { numbered, tempDir } from "./logger_helpers.ts";
+import { numbered, strip, tempDir } from "./logger_helpers.ts";
 
 const FIXTURES = decodeURIComponent(new URL("./fixtures/logs/", import.meta.url).pathname);
 
@@ -54,19 +54,6 @@ export function goldenRecords(): LogRecord[] {
 
 /** Header of the golden fixture. */
 export const GOLDEN_HEADER = HEADER;
-
-function strip(r: LogRecord): LogRecord {
-  return {
-    timeNs: r.timeNs,
-    source: r.source,
-    dstPort: r.dstPort,
-    srcAddress: r.srcAddress,
-    srcPort: r.srcPort,
-    flags: r.flags,
-    origLength: r.origLength,
-    payload: r.payload,
-  };
-}
 
 async function readBytes(bytes: Uint8Array, chunkSize?: number) {
   await using dir = await tempDir("format");

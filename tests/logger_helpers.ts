@@ -252,3 +252,17 @@ export async function tempDir(prefix: string): Promise<{ path: string } & AsyncD
     },
   };
 }
+
+/** A record as written: a read-back entry without where it was read from. */
+export function strip(r: LogRecord): LogRecord {
+  return {
+    timeNs: r.timeNs,
+    source: r.source,
+    dstPort: r.dstPort,
+    srcAddress: r.srcAddress,
+    srcPort: r.srcPort,
+    flags: r.flags,
+    origLength: r.origLength,
+    payload: r.payload,
+  };
+}

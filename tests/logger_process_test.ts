@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "../config/mod.ts";
 import { UnixConnection } from "../ffi/mod.ts";
-import { type LogEntry, type LogRecord, readAll, recordLength } from "../logger/format.ts";
+import { type LogRecord, readAll, recordLength } from "../logger/format.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 import {
   type Datagram,
@@ -20,24 +20,12 @@ import {
   seqOf,
   sleep,
   startLogger,
+  strip,
   tempDir,
   until,
 } from "./logger_helpers.ts";
 
 const T0 = 1_760_000_000_000_000_000n;
-
-function strip(r: LogEntry): LogRecord {
-  return {
-    timeNs: r.timeNs,
-    source: r.source,
-    dstPort: r.dstPort,
-    srcAddress: r.srcAddress,
-    srcPort: r.srcPort,
-    flags: r.flags,
-    origLength: r.origLength,
-    payload: r.payload,
-  };
-}
 
 /** Datagram `seq` of a stream: length varies with seq; some are empty, huge or truncated. */
 function datagram(seq: number, dstPort: number): Datagram {
