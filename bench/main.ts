@@ -1,13 +1,15 @@
 /**
- * `deno task bench`: gsw's foundation benchmarks, each measured against its reference in the
- * same run, interleaved. One JSON line per metric on stdout
+ * `deno task bench`: gsw's benchmarks, each measured against its reference in the same run,
+ * interleaved. One JSON line per metric on stdout
  * (`{"bench","metric","value","unit","reference","ratio"}`, plus one `{"bench":"machine",…}`
  * line), a short human table with the project's targets on stderr. See `bench/README.md`.
  *
  * It builds nothing: it runs `target/release/gsw-bench-native` (native writers and readers,
- * references, the old-scheme baseline), `bench/deno/ffi.ts` (the TypeScript wrappers against
- * no-op FFI calls, in-process) and Deno readers started by the native harness
- * (`bench/deno/reader.ts`). Every child process has a deadline and is killed when it passes.
+ * references, the old-scheme baseline, and the pipeline benchmarks, which start gsw's own
+ * logger, decom and broker), `bench/deno/ffi.ts` (the TypeScript wrappers against no-op FFI
+ * calls, in-process) and Deno readers and subscribers started by the native harness
+ * (`bench/deno/reader.ts`, `bench/deno/subscriber.ts`). Every child process has a deadline
+ * and is killed when it passes; the native harness's own children die with it.
  */
 import { jsonLine, type Metric, table } from "./lib/report.ts";
 import { BENCH_LIBRARY_FILE, releasePath } from "./lib/native.ts";
@@ -24,11 +26,13 @@ Runs gsw's foundation benchmarks and prints one JSON line per metric on stdout
   --help         this text
 
 Needs a release build first: cargo build --release  (target/release/libgsw.so,
-gsw-bench-native and ${BENCH_LIBRARY_FILE}).
+gsw-bench-native and ${BENCH_LIBRARY_FILE}). The pipeline groups (ingest, e2e, fanout, rss)
+start gsw's logger, decom and broker on a private run directory and free UDP ports.
 
 Examples:
   deno task bench > bench.jsonl
   deno task bench --quick --only channel,ffi
+  deno task bench --only ingest,e2e,fanout,rss
   deno task bench --only deno-wake 2>/dev/null | jq -c 'select(.metric|test("ratio"))'`;
 
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname).replace(/\/$/, "");
@@ -37,14 +41,16 @@ const NATIVE = releasePath("gsw-bench-native");
 interface Group {
   name: string;
   what: string;
-  /** Commands to run: [executable, args] pairs, in order. */
-  commands(quick: boolean, pin: string[]): [string, string[]][];
+  /** Commands to run: [executable, args] pairs, in order (`work`: a private directory). */
+  commands(quick: boolean, pin: string[], work: string): [string, string[]][];
   /** Seconds before a command is killed (the native harness has its own watchdog too). */
   timeout: number;
 }
 
 const deno = Deno.execPath();
 const nativeCmd = (args: string[]): [string, string[]] => [NATIVE, args];
+/** What the pipeline benchmarks need to start gsw's processes. */
+const gsw = (work: string) => ["--deno", deno, "--root", ROOT, "--work-dir", work];
 
 const GROUPS: Group[] = [
   {
@@ -156,6 +162,46 @@ const GROUPS: Group[] = [
     ],
     timeout: 120,
   },
+  {
+    name: "ingest",
+    what: "decom (logger, broker, subscriber running) fed flat out vs a native receiver",
+    commands: (q, _pin, work) => [
+      nativeCmd([
+        "ingest",
+        ...gsw(work),
+        ...(q ? ["--count", "100000", "--rounds", "1", "--idle-secs", "2"] : []),
+      ]),
+    ],
+    timeout: 200,
+  },
+  {
+    name: "e2e",
+    what: "UDP -> decom -> broker -> Deno library subscriber vs a native 3-process chain",
+    commands: (q, _pin, work) => [
+      nativeCmd([
+        "e2e",
+        ...gsw(work),
+        "--script",
+        `${ROOT}/bench/deno/subscriber.ts`,
+        ...(q ? ["--samples", "10000", "--warmup", "2000"] : []),
+      ]),
+    ],
+    timeout: 200,
+  },
+  {
+    name: "fanout",
+    what: "decom and broker CPU with 64 subscribers vs none",
+    commands: (q, _pin, work) => [
+      nativeCmd(["fanout", ...gsw(work), ...(q ? ["--window", "1", "--rounds", "1"] : [])]),
+    ],
+    timeout: 200,
+  },
+  {
+    name: "rss",
+    what: "resident memory of decom + broker + logger, 300 measurements, 64 subscribers",
+    commands: (q, _pin, work) => [nativeCmd(["rss", ...gsw(work), ...(q ? ["--secs", "1"] : [])])],
+    timeout: 120,
+  },
 ];
 
 /** The issue's targets, shown next to the figures (never a failure: machines are noisy). */
@@ -172,11 +218,20 @@ const TARGETS: Record<string, { op: "<=" | ">=" | "<"; bound: number }> = {
   writer_vs_baseline_ratio: { op: ">=", bound: 10 },
   wake_p50_vs_baseline_ratio: { op: "<", bound: 1 },
   idle_reader_cpu_percent: { op: "<", bound: 0.1 },
+  ingest_loss_pct: { op: "<=", bound: 0 },
+  ingest_rate_vs_native_ratio: { op: ">=", bound: 0.9 },
+  decom_ns_per_measurement: { op: "<=", bound: 40 },
+  decom_idle_cpu_percent: { op: "<", bound: 0.1 },
+  e2e_p50_vs_native_ratio: { op: "<=", bound: 2 },
+  e2e_p99_vs_native_ratio: { op: "<=", bound: 3 },
+  fanout_decom_cost_ratio_64: { op: "<=", bound: 1.05 },
+  broker_ns_per_subscriber_update: { op: "<=", bound: 300 },
+  pipeline_rss_mb: { op: "<=", bound: 200 },
 };
 
 /** The table on stderr is short: medians, per-call costs, rates, ratios (all lines go to stdout). */
 const SHOWN =
-  /^(?!.*_(p99|p999|max|mean)_ns$)(.*_p50_ns|publish_\w+_ns|read_\w+_ns|noop_\w+_ns|.*_ratio|.*_per_s|.*_pps|.*cpu_percent|.*loss_pct)$/;
+  /^(?!.*_(p99|p999|max|mean)_ns$)(.*_p50_ns|publish_\w+_ns|read_\w+_ns|noop_\w+_ns|.*_ratio|.*_per_s|.*_pps|.*cpu_percent|.*loss_pct|e2e_p\d+_us|.*_rss_mb|.*_ns_per_\w+)$/;
 
 /** Metrics each group must produce (the issue's list). */
 const REQUIRED: Record<string, string[]> = {
@@ -196,6 +251,15 @@ const REQUIRED: Record<string, string[]> = {
   throughput: ["writer_vs_baseline_ratio"],
   idle: ["idle_reader_cpu_percent"],
   references: [],
+  ingest: [
+    "ingest_loss_pct",
+    "ingest_rate_vs_native_ratio",
+    "decom_ns_per_measurement",
+    "decom_idle_cpu_percent",
+  ],
+  e2e: ["e2e_p50_us", "e2e_p99_us", "e2e_p50_vs_native_ratio", "e2e_p99_vs_native_ratio"],
+  fanout: ["fanout_decom_cost_ratio_64", "broker_ns_per_subscriber_update"],
+  rss: ["pipeline_rss_mb"],
 };
 
 function meets(value: number, t: { op: string; bound: number }): boolean {
@@ -313,14 +377,37 @@ function targetNotes(metrics: Metric[]): Map<string, string> {
 async function main(): Promise<number> {
   const { only, quick, pin } = parseArgs(Deno.args);
   requireBuild();
+  const started = performance.now();
+  // The pipeline benchmarks' private directories go here; removed whatever happens.
+  const work = Deno.makeTempDirSync({ prefix: "gsw-bench-" });
+  const cleanup = () => {
+    try {
+      Deno.removeSync(work, { recursive: true });
+    } catch { /* already gone */ }
+  };
   Deno.addSignalListener("SIGINT", () => {
     try {
+      // Its own children (gsw's processes, Deno readers) die with it (PR_SET_PDEATHSIG).
       running?.kill("SIGKILL");
     } catch { /* already gone */ }
+    cleanup();
     console.error("\nbench: interrupted");
     Deno.exit(130);
   });
-  const started = performance.now();
+  try {
+    return await runGroups(only, quick, pin, work, started);
+  } finally {
+    cleanup();
+  }
+}
+
+async function runGroups(
+  only: Group[],
+  quick: boolean,
+  pin: string[],
+  work: string,
+  started: number,
+): Promise<number> {
   const machine = await runCommand(NATIVE, ["machine"], 30);
   for (const l of machine) console.log(l);
   const metrics: Metric[] = [];
@@ -330,7 +417,7 @@ async function main(): Promise<number> {
     console.error(`bench: ${g.name}: ${g.what} …`);
     const got: Metric[] = [];
     try {
-      for (const [exe, args] of g.commands(quick, pin)) {
+      for (const [exe, args] of g.commands(quick, pin, work)) {
         for (const line of await runCommand(exe, args, g.timeout)) {
           const m = parseMetric(line);
           if (m === null) continue;

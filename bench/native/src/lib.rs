@@ -16,7 +16,10 @@
 //! - [`udp`]: `sendmmsg` sender and `recvmmsg` receiver with exact loss accounting.
 //! - [`machine`]: where it ran.
 //! - [`gsw_channel`]: gsw's own channel (`gsw-ffi`) as a wake mechanism, and the protocol floor.
-//! - [`ffi`]: the C ABI Deno loads: no-op FFI references and shared-memory helpers.
+//! - [`ffi`]: the C ABI Deno loads: a `number` clock, shared-memory and futex helpers.
+//! - [`pipeline`]: real gsw pipelines (logger, decom, broker) on a private directory, CPU and
+//!   memory from `/proc`.
+//! - [`subscriber`]: a native gsw subscriber (broker socket, segment, waitset).
 //! - [`cmd`]: the subcommands.
 
 pub mod baseline;
@@ -27,10 +30,12 @@ pub mod ffi;
 pub mod gsw_channel;
 pub mod machine;
 pub mod payload;
+pub mod pipeline;
 pub mod proc;
 pub mod report;
 pub mod shm;
 pub mod stats;
+pub mod subscriber;
 pub mod sys;
 pub mod udp;
 pub mod wake;

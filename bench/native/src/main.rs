@@ -2,7 +2,9 @@
 //! benchmarks. One JSON object per metric per line on stdout, a human table on stderr.
 
 use gsw_bench_native::cli::Args;
-use gsw_bench_native::cmd::{baseline, cacheline, channel, deno, eventfd_pingpong, udp};
+use gsw_bench_native::cmd::{
+    baseline, cacheline, chain, channel, deno, eventfd_pingpong, pipeline, udp,
+};
 use gsw_bench_native::machine::Machine;
 use gsw_bench_native::proc::Watchdog;
 use gsw_bench_native::report::Report;
@@ -31,6 +33,12 @@ Subcommands:
   deno-wake           a Deno reader (waitSync / awaited Waitset.wait) woken by a native writer, vs
                       eventfd and an awaited no-op nonblocking FFI call (needs deno)
   idle                CPU used by readers blocked on their doorbell (Deno and native; needs deno)
+  chain               native UDP recv -> eventfd hop -> eventfd hop -> reader: the e2e floor
+  ingest              gsw's decom (with logger, broker, subscriber) fed flat out vs a native
+                      recvmmsg receiver: loss, rate, CPU per measurement, idle CPU (needs deno)
+  e2e                 UDP send -> a Deno library subscriber has the value, vs the native chain
+  fanout              decom's CPU per datagram with 64 subscribers vs none; broker CPU per copy
+  rss                 resident memory of decom + broker + logger, 300 measurements, 64 subscribers
 
 Examples:
   gsw-bench-native all 2>/dev/null > results.jsonl
@@ -49,9 +57,19 @@ fn help_for(sub: &str) -> Option<&'static str> {
         "channel" => channel::HELP,
         "deno-wake" => deno::HELP_WAKE,
         "idle" => deno::HELP_IDLE,
+        "chain" => chain::HELP,
+        "ingest" => return Some(leak(pipeline::HELP_INGEST)),
+        "e2e" => return Some(leak(pipeline::HELP_E2E)),
+        "fanout" => return Some(leak(pipeline::HELP_FANOUT)),
+        "rss" => return Some(leak(pipeline::HELP_RSS)),
         "all" => "gsw-bench-native all [--no-pin]\n  Runs machine, eventfd-pingpong, cacheline-pingpong, baseline and udp-ingest with defaults.",
         _ => return None,
     })
+}
+
+/// A pipeline benchmark's usage text followed by the options they all take.
+fn leak(help: &str) -> &'static str {
+    Box::leak(format!("{help}\n{}", pipeline::HELP_GSW).into_boxed_str())
 }
 
 /// A benchmark failed to run (exit 1) or the command line was wrong (exit 2).
@@ -98,6 +116,26 @@ fn bench(sub: &str, a: &mut Args) -> Result<Box<dyn FnOnce() -> std::io::Result<
         "idle" => {
             let o = usage(deno::IdleCmd::from_args(a))?;
             Box::new(move || guarded("idle", o.common.timeout, || deno::run_idle(&o)))
+        }
+        "chain" => {
+            let o = usage(chain::Options::from_args(a))?;
+            Box::new(move || guarded("chain", o.timeout, || chain::run(&o)))
+        }
+        "ingest" => {
+            let o = usage(pipeline::IngestOptions::from_args(a))?;
+            Box::new(move || guarded("ingest", o.timeout, || pipeline::run_ingest(&o)))
+        }
+        "e2e" => {
+            let o = usage(pipeline::E2eOptions::from_args(a))?;
+            Box::new(move || guarded("e2e", o.timeout, || pipeline::run_e2e(&o)))
+        }
+        "fanout" => {
+            let o = usage(pipeline::FanoutOptions::from_args(a, false))?;
+            Box::new(move || guarded("fanout", o.timeout, || pipeline::run_fanout(&o)))
+        }
+        "rss" => {
+            let o = usage(pipeline::FanoutOptions::from_args(a, true))?;
+            Box::new(move || guarded("rss", o.timeout, || pipeline::run_rss(&o)))
         }
         "udp-ingest" => {
             let o = usage(udp::IngestOptions::from_args(a))?;

@@ -388,6 +388,18 @@ impl Child {
         }
     }
 
+    /// Sends `sig` (e.g. `SIGTERM`, to let a gsw process shut down cleanly) without waiting.
+    pub fn signal(&self, sig: libc::c_int) -> io::Result<()> {
+        if self.reaped {
+            return Err(io::Error::other("child already reaped"));
+        }
+        // SAFETY: `pid` is our own unreaped child, so the id cannot have been reused.
+        if unsafe { libc::kill(self.pid, sig) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Kills (`SIGKILL`) and reaps the child if it has not been reaped yet.
     pub fn kill(&mut self) {
         if self.reaped {
@@ -426,7 +438,7 @@ fn describe_status(status: i32) -> String {
 
 // Live children, for the watchdog's signal handler (which may only use atomics and
 // async-signal-safe calls). 0 = free slot.
-static CHILDREN: [AtomicI32; 16] = [const { AtomicI32::new(0) }; 16];
+static CHILDREN: [AtomicI32; 128] = [const { AtomicI32::new(0) }; 128];
 
 fn register_child(pid: libc::pid_t) {
     // Relaxed everywhere here: the handler runs on this same thread, so program order is enough.

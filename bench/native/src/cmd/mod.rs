@@ -3,9 +3,11 @@
 
 pub mod baseline;
 pub mod cacheline;
+pub mod chain;
 pub mod channel;
 pub mod deno;
 pub mod eventfd_pingpong;
+pub mod pipeline;
 pub mod udp;
 
 use crate::cli::Args;
