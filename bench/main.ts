@@ -49,6 +49,22 @@ interface Group {
 
 const deno = Deno.execPath();
 const nativeCmd = (args: string[]): [string, string[]] => [NATIVE, args];
+/** `taskset -c <the last allowed CPU>` in front of `cmd`, unless --no-pin or no taskset. */
+function withTaskset(pin: string[], cmd: [string, string[]]): [string, string[]][] {
+  const taskset = ["/usr/bin/taskset", "/bin/taskset"].find((p) => {
+    try {
+      return Deno.statSync(p).isFile;
+    } catch {
+      return false;
+    }
+  });
+  if (pin.length > 0 || !taskset || allowedCpus < 1) return [cmd];
+  return [[taskset, ["-c", String(allowedCpus - 1), cmd[0], ...cmd[1]]]];
+}
+
+/** CPUs this process may use, from the machine line (0: unknown). */
+let allowedCpus = 0;
+
 /** What the pipeline benchmarks need to start gsw's processes. */
 const gsw = (work: string) => ["--deno", deno, "--root", ROOT, "--work-dir", work];
 
@@ -64,15 +80,18 @@ const GROUPS: Group[] = [
   {
     name: "ffi",
     what: "TypeScript wrappers vs no-op FFI calls",
-    commands: (q) => [[deno, [
-      "run",
-      "--quiet",
-      "--no-prompt",
-      "--no-lock",
-      "--allow-ffi",
-      `${ROOT}/bench/deno/ffi.ts`,
-      ...(q ? ["--batches", "10000"] : []),
-    ]]],
+    // Pinned to one CPU (all its threads) where `taskset` exists: per-call figures of an
+    // unpinned process swing with migrations between the vCPUs.
+    commands: (q, pin) =>
+      withTaskset(pin, [deno, [
+        "run",
+        "--quiet",
+        "--no-prompt",
+        "--no-lock",
+        "--allow-ffi",
+        `${ROOT}/bench/deno/ffi.ts`,
+        ...(q ? ["--batches", "10000"] : []),
+      ]]),
     timeout: 180,
   },
   {
@@ -409,7 +428,12 @@ async function runGroups(
   started: number,
 ): Promise<number> {
   const machine = await runCommand(NATIVE, ["machine"], 30);
-  for (const l of machine) console.log(l);
+  for (const l of machine) {
+    console.log(l);
+    try {
+      allowedCpus = Number(JSON.parse(l).allowed_cpus) || 0;
+    } catch { /* not JSON */ }
+  }
   const metrics: Metric[] = [];
   const failed: string[] = [];
   for (const g of only) {

@@ -84,9 +84,10 @@ gsw-bench-native fanout [--rate PPS] [--window SECS] [--rounds N] [--subscribers
     broker_ns_per_subscriber_update  broker CPU / values copied to subscribers (its exit
                                      summary), vs the native pump alone (gsw::fanout, same
                                      copies, in this process)
+    decom_ns_per_datagram_no_subscriber  vs a native receiver fed at the same rate
   --rate PPS      datagrams per second (default 1000)
   --window SECS   measured sending time per phase (default 3)
-  --rounds N      phase pairs (default 2)
+  --rounds N      phase pairs (default 3)
   --subscribers N (default 64)";
 
 /// Usage text of `rss`.
@@ -223,8 +224,9 @@ struct Phases {
 }
 
 /// One phase of the native receiver (`coalesce`: sleep that long after a partial batch):
-/// binds, forks the receiver, sends `count` datagrams flat out, adds the figures to `ph`.
-fn native_phase(count: u64, coalesce: Duration, ph: &mut Phases) -> io::Result<()> {
+/// binds, forks the receiver, sends `count` datagrams (flat out, or `rate` per second), adds
+/// the figures to `ph`.
+fn native_phase(count: u64, coalesce: Duration, rate: u64, ph: &mut Phases) -> io::Result<()> {
     let mut rx = Receiver::bind(&RecvOptions {
         bind: loopback(0),
         batch: 64,
@@ -270,7 +272,7 @@ fn native_phase(count: u64, coalesce: Duration, ph: &mut Phases) -> io::Result<(
         addr: loopback(rport),
         count,
         size: 64,
-        rate: 0,
+        rate,
         batch: 64,
         max_duration: Some(Duration::from_secs(60)),
     })?;
@@ -422,11 +424,11 @@ pub fn run_ingest(o: &IngestOptions) -> io::Result<Report> {
 
         // B: the native receiver, same sender, same socket buffer as decom asks for.
         std::thread::sleep(Duration::from_millis(200));
-        native_phase(o.count, Duration::ZERO, &mut b)?;
+        native_phase(o.count, Duration::ZERO, 0, &mut b)?;
         // C: the same with user-space coalescing (what batching the wake-ups would save).
         if !o.coalesce.is_zero() {
             std::thread::sleep(Duration::from_millis(200));
-            native_phase(o.count, o.coalesce, &mut c)?;
+            native_phase(o.count, o.coalesce, 0, &mut c)?;
         }
     }
     let taken = page.atomic_u64(IS_TAKEN).load(Ordering::Relaxed) - taken0;
@@ -818,7 +820,7 @@ impl FanoutOptions {
             } else {
                 a.secs("--window", 3.0)?
             },
-            rounds: if rss { 1 } else { a.get("--rounds", 2)? },
+            rounds: if rss { 1 } else { a.get("--rounds", 3)? },
             subscribers: a.get("--subscribers", 64)?,
             gsw: gsw_options(a)?,
             timeout: a.secs("--timeout", 170.0)?,
@@ -1074,6 +1076,16 @@ pub fn run_fanout(o: &FanoutOptions) -> io::Result<Report> {
         .unwrap_or(0);
     let _ = fp.logger;
     let floor = pump_floor(n, fp.names.len(), 2000)?;
+    // The floor under decom's cost per datagram at this rate: a native receiver woken per
+    // datagram just the same.
+    let mut nat = Phases::default();
+    native_phase(
+        (o.rate as f64 * o.window.as_secs_f64()).round().max(1.0) as u64,
+        Duration::ZERO,
+        o.rate,
+        &mut nat,
+    )?;
+    let native_dg = nat.cpu_ns as f64 / nat.received.max(1) as f64;
 
     let mut r = Report::new("fanout");
     let per = |ns: u64, k: u64| ns as f64 / k.max(1) as f64;
@@ -1089,7 +1101,13 @@ pub fn run_fanout(o: &FanoutOptions) -> io::Result<Report> {
         "ns",
         Some(d0.round()),
     );
-    r.push("decom_ns_per_datagram_no_subscriber", d0.round(), "ns");
+    r.push_ref(
+        "decom_ns_per_datagram_no_subscriber",
+        d0.round(),
+        "ns",
+        Some(native_dg.round()),
+    );
+    r.push("native_recv_ns_per_datagram_at_rate", native_dg.round(), "ns");
     r.push_ref(
         "broker_ns_per_subscriber_update",
         round3(per(bcpu[1], copied)),
