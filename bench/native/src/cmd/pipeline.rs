@@ -1107,7 +1107,11 @@ pub fn run_fanout(o: &FanoutOptions) -> io::Result<Report> {
         "ns",
         Some(native_dg.round()),
     );
-    r.push("native_recv_ns_per_datagram_at_rate", native_dg.round(), "ns");
+    r.push(
+        "native_recv_ns_per_datagram_at_rate",
+        native_dg.round(),
+        "ns",
+    );
     r.push_ref(
         "broker_ns_per_subscriber_update",
         round3(per(bcpu[1], copied)),
