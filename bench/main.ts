@@ -17,7 +17,7 @@ import { BENCH_LIBRARY_FILE, releasePath } from "./lib/native.ts";
 const usage = () =>
   `deno task bench [--only GROUPS] [--quick] [--no-pin] [--help]
 
-Runs gsw's foundation benchmarks and prints one JSON line per metric on stdout
+Runs gsw's benchmarks (foundation and pipeline) and prints one JSON line per metric on stdout
 ({"bench","metric","value","unit","reference","ratio"}) and a table with the targets on stderr.
 
   --only GROUPS  comma-separated subset of: ${GROUPS.map((g) => g.name).join(", ")}
