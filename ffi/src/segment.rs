@@ -134,6 +134,9 @@ pub struct ControlWords {
     pending_at: usize,
     pending_words: usize,
     controls_at: usize,
+    /// Set while a waitset drains this reader's doorbell before each sleep, so `take_pending`
+    /// can skip its own drain (a syscall on the wake-up path). Process-local, not shared.
+    drained_by_waitset: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ControlWords {
@@ -144,7 +147,16 @@ impl ControlWords {
             pending_at: layout.pending_at,
             pending_words: layout.pending_words,
             controls_at: layout.controls_at,
+            drained_by_waitset: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// A waitset takes over (true) or gives back (false) draining the doorbell before sleeps.
+    pub fn set_drained_by_waitset(&self, yes: bool) {
+        // Relaxed: only this process's threads read it, and a waitset wait (which drains)
+        // always happens-after the add that set it, through the waitset's own lock.
+        self.drained_by_waitset
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn word(&self, at: usize) -> &AtomicU64 {
@@ -165,8 +177,9 @@ impl ControlWords {
         self.word(self.awake_at)
     }
 
-    /// Reader, before sleeping: clears the awake word, then looks for anything the writer
-    /// published meanwhile (pending bits). True means: do not sleep, there is work.
+    /// Reader, before sleeping (after draining its doorbell): clears the awake word, then
+    /// looks for anything the writer published meanwhile (pending bits). True means: do not
+    /// sleep, there is work.
     pub fn prepare_to_sleep(&self) -> bool {
         protocol::reader_about_to_sleep(self.awake());
         (0..self.pending_words).any(|w| self.pending_word(w).load(Ordering::Acquire) != 0)
@@ -724,7 +737,15 @@ impl SegmentReader {
         A: FnMut(usize) -> bool,
         V: FnMut(usize, SampleHeader, &[u8]),
     {
-        self.drain_doorbell();
+        // A waitset that watches this reader drains the doorbell before it sleeps; draining
+        // here too would only put a syscall on the wake-up path.
+        if !self
+            .ctrl
+            .drained_by_waitset
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.drain_doorbell();
+        }
         let mut taken = 0;
         for w in 0..self.ctrl.pending_words {
             let word = self.ctrl.pending_word(w);
@@ -753,9 +774,13 @@ impl SegmentReader {
 
     /// Blocks until a new value may be there: returns at once if some channel holds one,
     /// else sleeps until the doorbell rings or `timeout_ms` passes (negative: forever).
-    /// Returns false on timeout. The ring is consumed, so a caller that reads with `take`
-    /// alone does not find the doorbell still readable next time.
+    /// Returns false on timeout. Rings are consumed by the next wait (before it sleeps), so a
+    /// caller that reads with `take` alone does not spin on a readable doorbell.
     pub fn wait(&self, timeout_ms: i32) -> Result<bool> {
+        // Drain, then clear the awake word, then re-check, then sleep: a ring after the drain
+        // keeps the doorbell readable, a publish before it is seen by the re-check. Draining
+        // here, before sleeping, keeps the syscall off the wake-up path.
+        self.drain_doorbell();
         protocol::reader_about_to_sleep(self.ctrl.awake());
         // FRESH rather than the pending bits: a reader that only uses `take` leaves pending
         // bits behind, which would make every wait return at once.
@@ -764,9 +789,7 @@ impl SegmentReader {
         let result = if fresh {
             Ok(true)
         } else {
-            let rang = sys::poll_readable(self.doorbell.as_fd(), timeout_ms);
-            self.drain_doorbell();
-            rang
+            sys::poll_readable(self.doorbell.as_fd(), timeout_ms)
         };
         protocol::reader_awake(self.ctrl.awake());
         result

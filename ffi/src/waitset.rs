@@ -34,7 +34,12 @@ pub struct Waitset {
 
 #[derive(Clone)]
 struct Sleeper {
+    /// The doorbell's number as the owner knows it (to match `remove`).
     fd: std::os::fd::RawFd,
+    /// Our own duplicate of it, for draining: a wait in progress on another thread keeps it
+    /// open even if the owner removes and closes the reader meanwhile, so a reused number
+    /// is never read by mistake.
+    doorbell: std::sync::Arc<OwnedFd>,
     token: u32,
     words: ControlWords,
 }
@@ -120,9 +125,14 @@ impl Waitset {
     ) -> Result<()> {
         self.add(doorbell, token, events::READABLE)?;
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        let own = doorbell
+            .try_clone_to_owned()
+            .map_err(|e| Error::from_io("duplicating a doorbell descriptor failed", e))?;
         readers.retain(|r| r.fd != doorbell.as_raw_fd());
+        words.set_drained_by_waitset(true);
         readers.push(Sleeper {
             fd: doorbell.as_raw_fd(),
+            doorbell: std::sync::Arc::new(own),
             token,
             words,
         });
@@ -135,7 +145,13 @@ impl Waitset {
         self.readers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|r| r.fd != fd.as_raw_fd());
+            .retain(|r| {
+                let keep = r.fd != fd.as_raw_fd();
+                if !keep {
+                    r.words.set_drained_by_waitset(false);
+                }
+                keep
+            });
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
@@ -155,10 +171,14 @@ impl Waitset {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        // Readers with work already waiting are reported without sleeping at all.
+        // Drain each reader's doorbell, then let its writer know it may sleep, then re-check
+        // (see `protocol`); readers with work already waiting are reported without sleeping.
         let busy: Vec<u32> = readers
             .iter()
-            .filter(|r| r.words.prepare_to_sleep())
+            .filter(|r| {
+                sys::eventfd_drain(r.doorbell.as_fd());
+                r.words.prepare_to_sleep()
+            })
             .map(|r| r.token)
             .collect();
         let timeout = if busy.is_empty() { timeout_ms } else { 0 };
