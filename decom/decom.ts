@@ -34,6 +34,11 @@ import { Identifier } from "./identify.ts";
 const SLOT = 65536;
 /** Bytes decom buffers for the logger itself when the logger is slow or absent. */
 const LOG_BUFFER = 64 << 20;
+/**
+ * Longest a raw packet waits in decom before going to the logger: batches are gathered into
+ * one message (one send, one logger wake-up) per 10 ms or 64 KiB, instead of one per batch.
+ */
+const LOG_MAX_AGE_MS = 10;
 /** Receive batches taken from one socket per wake-up, so several ports share fairly. */
 const ROUNDS_PER_WAKE = 16;
 
@@ -135,7 +140,7 @@ export class Decom {
     this.#metaView = new DataView(this.#meta.buffer);
     this.#types = new Uint32Array(opts.batch);
     const sourceIndex = config.sources.findIndex((s) => s.name === source.name);
-    this.#logq = new LogQueue(sourceIndex, LOG_BUFFER);
+    this.#logq = new LogQueue(sourceIndex, LOG_BUFFER, LOG_MAX_AGE_MS);
 
     try {
       this.#ws.add(watchSignals(), TOKEN_SIGNALS, READABLE);
@@ -190,7 +195,11 @@ export class Decom {
         if (!this.#logq.stats().connected) this.#connectLogger();
         nextHealth = now + intervalNs;
       }
-      const timeoutMs = Math.max(1, Math.ceil(Number(nextHealth - realtimeNs()) / 1e6));
+      // Raw packets held for the logger go out when due; the next wait ends by then.
+      const logDueMs = this.#logq.flushDue();
+      this.#watchLoggerIfUnsent();
+      let timeoutMs = Math.max(1, Math.ceil(Number(nextHealth - realtimeNs()) / 1e6));
+      if (logDueMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, logDueMs));
       for (const { token, events } of this.#ws.waitSync(timeoutMs)) {
         if (token >= TOKEN_UDP && token < TOKEN_UDP + this.#ports.length) {
           this.#receive(this.#ports[token - TOKEN_UDP]);
@@ -237,9 +246,13 @@ export class Decom {
       }
       stats.published += this.#extractor.publishBatch(this.#buf, SLOT, this.#meta, this.#types, n);
       stats.drops += this.#logq.forward(this.#buf, SLOT, this.#meta, n, port.port);
-      if (this.#loggerWatched && !this.#loggerWritable && this.#logq.stats().pendingBytes > 0) {
-        this.#watchLogger(true);
-      }
+    }
+  }
+
+  /** When the kernel refused a message for the logger, waits for room to send it. */
+  #watchLoggerIfUnsent(): void {
+    if (this.#loggerWatched && !this.#loggerWritable && this.#logq.stats().unsentBytes > 0) {
+      this.#watchLogger(true);
     }
   }
 
@@ -456,8 +469,8 @@ export class Decom {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    // Give the logger what is buffered, if it is there to take it.
-    if (this.#logq.stats().connected) this.#logq.flush();
+    // Give the logger what is held and buffered, if it is there to take it.
+    if (this.#logq.stats().connected) this.#logq.finish();
     this.#server?.close();
     for (const link of this.#links.values()) link.writer.close();
     this.#links.clear();

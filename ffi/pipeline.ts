@@ -140,19 +140,31 @@ export class Fanout extends NativeObject {
 }
 
 export interface LogQueueStats {
+  /** Packets handed to the kernel for the logger. */
   sent: number;
+  /** Packets dropped because every buffer was full. */
   dropped: number;
+  /** Bytes and packets held in the queue (the open message and unsent ones). */
   pendingBytes: number;
   pendingPackets: number;
   connected: boolean;
+  /** Bytes of messages the kernel refused so far: wait for room, then `flush()`. */
+  unsentBytes: number;
 }
 
 export class LogQueue extends NativeObject {
-  readonly #out = new BigUint64Array(5);
+  readonly #out = new BigUint64Array(6);
 
-  /** A queue tagging records with `source`, buffering up to `maxPending` bytes itself. */
-  constructor(source: number, maxPending: number) {
-    const ptr = checkPtr(native().gsw_logq_new(source, maxPending), "creating the log queue");
+  /**
+   * A queue tagging records with `source`, buffering up to `maxPending` bytes itself, and
+   * holding records at most `maxAgeMs` to send several batches in one message (0: send every
+   * batch at once). Call `flushDue()` when that time is up.
+   */
+  constructor(source: number, maxPending: number, maxAgeMs = 0) {
+    const ptr = checkPtr(
+      native().gsw_logq_new(source, maxPending, maxAgeMs),
+      "creating the log queue",
+    );
     super(ptr, (p) => native().gsw_logq_free(p), "log queue");
   }
 
@@ -200,6 +212,20 @@ export class LogQueue extends NativeObject {
     return check(native().gsw_logq_flush(this.handle), "flushing the log queue");
   }
 
+  /**
+   * Sends records held `maxAgeMs` and what the kernel can take of the buffered messages.
+   * Returns the milliseconds until more records fall due, or -1 when none are held.
+   */
+  flushDue(): number {
+    const r = check(native().gsw_logq_flush_due(this.handle), "flushing the log queue");
+    return r === 0x7fff_ffff ? -1 : r;
+  }
+
+  /** Sends everything held, now (at shutdown); returns bytes still buffered. */
+  finish(): number {
+    return check(native().gsw_logq_finish(this.handle), "flushing the log queue");
+  }
+
   stats(): LogQueueStats {
     check(native().gsw_logq_stats(this.handle, this.#out), "log queue stats");
     const o = this.#out;
@@ -209,6 +235,7 @@ export class LogQueue extends NativeObject {
       pendingBytes: Number(o[2]),
       pendingPackets: Number(o[3]),
       connected: o[4] === 1n,
+      unsentBytes: Number(o[5]),
     };
   }
 }

@@ -192,8 +192,8 @@ export const symbols = {
   // int32_t gsw_fanout_pump(const Fanout *f, uint64_t now_ns, uint64_t out[3])
   gsw_fanout_pump: { parameters: ["pointer", "u64", "buffer"], result: "i32" },
 
-  // LogQueue *gsw_logq_new(uint16_t source, uint32_t max_pending)
-  gsw_logq_new: { parameters: ["u16", "u32"], result: "pointer" },
+  // LogQueue *gsw_logq_new(uint16_t source, uint32_t max_pending, uint32_t max_age_ms)
+  gsw_logq_new: { parameters: ["u16", "u32", "u32"], result: "pointer" },
   // void gsw_logq_free(LogQueue *q)
   gsw_logq_free: { parameters: ["pointer"], result: "void" },
   // int32_t gsw_logq_connect(LogQueue *q, const uint8_t *path, uint32_t len)
@@ -211,7 +211,11 @@ export const symbols = {
   },
   // int32_t gsw_logq_flush(LogQueue *q)
   gsw_logq_flush: { parameters: ["pointer"], result: "i32" },
-  // int32_t gsw_logq_stats(const LogQueue *q, uint64_t out[5])
+  // int32_t gsw_logq_flush_due(LogQueue *q)
+  gsw_logq_flush_due: { parameters: ["pointer"], result: "i32" },
+  // int32_t gsw_logq_finish(LogQueue *q)
+  gsw_logq_finish: { parameters: ["pointer"], result: "i32" },
+  // int32_t gsw_logq_stats(const LogQueue *q, uint64_t out[6])
   gsw_logq_stats: { parameters: ["pointer", "buffer"], result: "i32" },
 
   // Benchmark references: the hot calls' parameter types, doing nothing (see abi.rs).

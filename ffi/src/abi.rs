@@ -1333,12 +1333,15 @@ pub unsafe extern "C" fn gsw_fanout_pump(f: *const Fanout, now_ns: u64, out: *mu
 // ---------------------------------------------------------------------------------------------
 // Raw-packet queue to the logger
 
+/// A queue tagging records with `source`, buffering up to `max_pending` bytes itself, and
+/// holding records at most `max_age_ms` before sending them (0: send every batch at once).
 #[no_mangle]
-pub extern "C" fn gsw_logq_new(source: u16, max_pending: u32) -> *mut LogQueue {
+pub extern "C" fn gsw_logq_new(source: u16, max_pending: u32, max_age_ms: u32) -> *mut LogQueue {
     boundary_ptr(|| {
         Ok(Box::into_raw(Box::new(LogQueue::new(
             source,
             max_pending as usize,
+            max_age_ms as u64 * 1_000_000,
         ))))
     })
 }
@@ -1432,15 +1435,43 @@ pub unsafe extern "C" fn gsw_logq_flush(q: *mut LogQueue) -> i32 {
     }) as i32
 }
 
-/// Writes [sent, dropped, pending_bytes, pending_packets, connected] as u64 into `out`.
+/// Sends the records held longer than the queue's maximum age, and what the kernel can take
+/// of the buffered messages. Returns the milliseconds until the next records fall due (call
+/// again then), or i32::MAX when none are held.
 ///
 /// # Safety
-/// `q` live; `out` room for 5 u64.
+/// `q` live.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_logq_flush_due(q: *mut LogQueue) -> i32 {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        let (_, due) = unsafe { obj_mut(q)? }.flush_due();
+        Ok(due.map_or(i32::MAX as i64, |ms| ms.min(i32::MAX as u64 - 1) as i64))
+    }) as i32
+}
+
+/// Sends everything held, now (at shutdown). Returns the bytes still buffered.
+///
+/// # Safety
+/// `q` live.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_logq_finish(q: *mut LogQueue) -> i32 {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        Ok(unsafe { obj_mut(q)? }.finish().min(i32::MAX as u64) as i64)
+    }) as i32
+}
+
+/// Writes [sent, dropped, pending_bytes, pending_packets, connected, unsent_bytes] as u64
+/// into `out`.
+///
+/// # Safety
+/// `q` live; `out` room for 6 u64.
 #[no_mangle]
 pub unsafe extern "C" fn gsw_logq_stats(q: *const LogQueue, out: *mut u8) -> i32 {
     boundary(|| {
         // SAFETY: per this function's contract.
-        let (q, out) = unsafe { (obj(q)?, bytes_mut(out, 40)?) };
+        let (q, out) = unsafe { (obj(q)?, bytes_mut(out, 48)?) };
         let s = q.stats();
         let vals = [
             s.sent,
@@ -1448,6 +1479,7 @@ pub unsafe extern "C" fn gsw_logq_stats(q: *const LogQueue, out: *mut u8) -> i32
             s.pending_bytes,
             s.pending_packets,
             q.is_connected() as u64,
+            s.unsent_bytes,
         ];
         for (i, v) in vals.iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());

@@ -9,9 +9,16 @@
 //! as the system allows). Behind that, the queue keeps its own bounded buffer of messages the
 //! kernel could not take yet, so a stall or a logger that starts late loses nothing until
 //! both are full; only then are packets dropped, and counted.
+//!
+//! Records are coalesced: batches accumulate in one open message that is sent when it holds
+//! `FLUSH_BYTES` or is `max_age` old (decom's loop calls `flush_due` on time). One message per
+//! receive batch would cost decom a send — and a cross-CPU wake of the logger — per batch,
+//! which at a few kHz of single-datagram batches was most of decom's CPU time. A decom crash
+//! loses at most the open message (`max_age` of packets), as the logger's loses what is in flight.
 
 use crate::error::{Error, Result};
 use crate::sock::{self, Kind};
+use crate::sys;
 use crate::udp::META_LEN;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -29,6 +36,8 @@ pub const RECORD_HEADER_LEN: usize = 32;
 pub const MAX_MESSAGE: usize = 128 * 1024;
 /// Send buffer asked of the kernel for the queue socket.
 pub const SOCKET_BUFFER: u32 = 32 << 20;
+/// An open message this large is sent at once.
+pub const FLUSH_BYTES: usize = 64 * 1024;
 
 /// Counters of a queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,10 +47,12 @@ pub struct QueueStats {
     /// Packets dropped because the kernel buffer and the queue's own buffer were both full
     /// (or no logger was connected and the buffer filled).
     pub dropped: u64,
-    /// Bytes waiting in the queue's own buffer.
+    /// Bytes waiting in the queue's own buffer (the open message and unsent ones).
     pub pending_bytes: u64,
     /// Packets waiting in the queue's own buffer.
     pub pending_packets: u64,
+    /// Bytes of messages the kernel refused so far (waiting for the socket to have room).
+    pub unsent_bytes: u64,
 }
 
 pub struct LogQueue {
@@ -51,6 +62,13 @@ pub struct LogQueue {
     /// Messages the kernel could not take yet, oldest first, with their packet counts.
     pending: VecDeque<(Vec<u8>, u32)>,
     stats: QueueStats,
+    /// The message being filled (empty: none), its record count, and when it was opened
+    /// (CLOCK_MONOTONIC ns).
+    open: Vec<u8>,
+    open_count: u32,
+    open_since_ns: u64,
+    /// How long a record may wait in the open message.
+    max_age_ns: u64,
 }
 
 fn pad8(n: usize) -> usize {
@@ -58,14 +76,19 @@ fn pad8(n: usize) -> usize {
 }
 
 impl LogQueue {
-    /// A queue tagging its records with `source`, buffering up to `max_pending` bytes itself.
-    pub fn new(source: u16, max_pending: usize) -> LogQueue {
+    /// A queue tagging its records with `source`, buffering up to `max_pending` bytes itself
+    /// and holding records at most `max_age_ns` before sending them.
+    pub fn new(source: u16, max_pending: usize, max_age_ns: u64) -> LogQueue {
         LogQueue {
             fd: None,
             source,
             max_pending,
             pending: VecDeque::new(),
             stats: QueueStats::default(),
+            open: Vec::new(),
+            open_count: 0,
+            open_since_ns: 0,
+            max_age_ns,
         }
     }
 
@@ -87,7 +110,11 @@ impl LogQueue {
     }
 
     pub fn stats(&self) -> QueueStats {
-        self.stats
+        let mut s = self.stats;
+        s.unsent_bytes = s.pending_bytes;
+        s.pending_bytes += self.open.len() as u64;
+        s.pending_packets += self.open_count as u64;
+        s
     }
 
     /// Frames the `n` datagrams of a receive batch (`buf` slots of `slot` bytes, `meta`
@@ -110,24 +137,26 @@ impl LogQueue {
             ));
         }
         let mut dropped = 0;
-        let mut msg = Vec::new();
-        let mut count = 0u32;
         for i in 0..n {
             let m = &meta[i * META_LEN..(i + 1) * META_LEN];
             let len = (u32::from_le_bytes(m[0..4].try_into().unwrap()) as usize).min(slot);
             let record = RECORD_HEADER_LEN + pad8(len);
-            if count > 0 && (msg.len() + record > MAX_MESSAGE || count == u16::MAX as u32) {
-                dropped += self.enqueue(std::mem::take(&mut msg), count);
-                count = 0;
+            if self.open_count > 0
+                && (self.open.len() + record > MAX_MESSAGE || self.open_count == u16::MAX as u32)
+            {
+                dropped += self.close_open();
             }
-            if msg.is_empty() {
-                msg.reserve(MESSAGE_HEADER_LEN + (n - i) * (RECORD_HEADER_LEN + 64));
+            if self.open.is_empty() {
+                self.open_since_ns = sys::monotonic_ns();
+                let msg = &mut self.open;
+                msg.reserve(FLUSH_BYTES + record);
                 msg.extend_from_slice(&MAGIC.to_le_bytes());
                 msg.extend_from_slice(&VERSION.to_le_bytes());
                 msg.extend_from_slice(&0u16.to_le_bytes()); // count, filled in by enqueue
                 msg.extend_from_slice(&self.source.to_le_bytes());
                 msg.extend_from_slice(&[0u8; 6]);
             }
+            let msg = &mut self.open;
             msg.extend_from_slice(&m[8..16]); // timestamp
             msg.extend_from_slice(&m[4..8]); // orig_len
             msg.extend_from_slice(&(len as u32).to_le_bytes());
@@ -138,12 +167,50 @@ impl LogQueue {
             msg.extend_from_slice(&[0u8; 4]);
             msg.extend_from_slice(&buf[i * slot..i * slot + len]);
             msg.resize(msg.len() + pad8(len) - len, 0);
-            count += 1;
+            self.open_count += 1;
         }
-        if count > 0 {
-            dropped += self.enqueue(msg, count);
+        if self.open.len() >= FLUSH_BYTES || self.open_age_ns() >= self.max_age_ns {
+            dropped += self.close_open();
         }
         Ok(dropped)
+    }
+
+    fn open_age_ns(&self) -> u64 {
+        if self.open.is_empty() {
+            0
+        } else {
+            sys::monotonic_ns().saturating_sub(self.open_since_ns)
+        }
+    }
+
+    /// Sends (or buffers) the open message; returns the packets dropped.
+    fn close_open(&mut self) -> u64 {
+        if self.open.is_empty() {
+            return 0;
+        }
+        let msg = std::mem::take(&mut self.open);
+        let count = std::mem::replace(&mut self.open_count, 0);
+        self.enqueue(msg, count)
+    }
+
+    /// Sends the open message if it is `max_age` old, then what the kernel can take of the
+    /// buffered ones. Returns the packets dropped and the milliseconds until the open message
+    /// is due (None when there is none), for the caller's next wait.
+    pub fn flush_due(&mut self) -> (u64, Option<u64>) {
+        let mut dropped = 0;
+        if !self.open.is_empty() && self.open_age_ns() >= self.max_age_ns {
+            dropped = self.close_open();
+        }
+        self.flush();
+        let due = (!self.open.is_empty())
+            .then(|| (self.max_age_ns.saturating_sub(self.open_age_ns())).div_ceil(1_000_000));
+        (dropped, due)
+    }
+
+    /// Sends everything now (at shutdown). Returns the bytes still buffered.
+    pub fn finish(&mut self) -> u64 {
+        self.close_open();
+        self.flush()
     }
 
     /// Sends or buffers one message; returns the packets dropped (0 or `count`).
@@ -218,7 +285,7 @@ mod tests {
     #[test]
     fn frames_a_batch_as_one_message() {
         let (a, b) = sock::pair(Kind::SeqPacket).unwrap();
-        let mut q = LogQueue::new(3, 1 << 20);
+        let mut q = LogQueue::new(3, 1 << 20, 0);
         q.fd = Some(a);
         let mut buf = vec![0u8; 2 * 16];
         buf[..5].copy_from_slice(b"hello");
@@ -242,7 +309,7 @@ mod tests {
 
     #[test]
     fn buffers_without_logger_then_delivers_in_order() {
-        let mut q = LogQueue::new(0, 1 << 20);
+        let mut q = LogQueue::new(0, 1 << 20, 0);
         let buf = vec![7u8; 64];
         for _ in 0..10 {
             q.forward(&buf, 64, &meta_for(&[64]), 1, 1).unwrap();
@@ -261,8 +328,45 @@ mod tests {
     }
 
     #[test]
+    fn coalesces_batches_until_big_or_old() {
+        let (a, b) = sock::pair(Kind::SeqPacket).unwrap();
+        let mut q = LogQueue::new(0, 1 << 20, 50_000_000);
+        q.fd = Some(a);
+        let buf = vec![7u8; 64];
+        for _ in 0..10 {
+            q.forward(&buf, 64, &meta_for(&[64]), 1, 1).unwrap();
+        }
+        let mut rx = vec![0u8; MAX_MESSAGE];
+        assert!(matches!(
+            sock::recv(b.as_fd(), &mut rx).unwrap(),
+            Received::Empty
+        ));
+        assert_eq!(q.stats().pending_packets, 10, "held in the open message");
+        let (_, due) = q.flush_due();
+        assert!(
+            due.is_some_and(|ms| ms > 0 && ms <= 50),
+            "due in {due:?} ms"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert_eq!(q.flush_due(), (0, None));
+        match sock::recv(b.as_fd(), &mut rx).unwrap() {
+            Received::Message(_, _) => assert_eq!(u16::from_le_bytes([rx[6], rx[7]]), 10),
+            other => panic!("expected one message of 10 records, got {other:?}"),
+        }
+        // Enough bytes at once go out without waiting for the age.
+        let big = vec![1u8; 1024];
+        for _ in 0..(FLUSH_BYTES / 1024 + 1) {
+            q.forward(&big, 1024, &meta_for(&[1024]), 1, 1).unwrap();
+        }
+        assert!(matches!(
+            sock::recv(b.as_fd(), &mut rx).unwrap(),
+            Received::Message(_, _)
+        ));
+    }
+
+    #[test]
     fn drops_and_counts_when_full() {
-        let mut q = LogQueue::new(0, 1000);
+        let mut q = LogQueue::new(0, 1000, 0);
         let buf = vec![1u8; 400];
         for _ in 0..5 {
             q.forward(&buf, 400, &meta_for(&[400]), 1, 1).unwrap();
