@@ -65,7 +65,7 @@ export interface DecomStats {
   errors: number;
   drops: number;
   rejected: Record<string, number>;
-  published: number;
+  decoded: number;
 }
 
 interface Port {
@@ -101,7 +101,7 @@ export class Decom {
     errors: 0,
     drops: 0,
     rejected: {},
-    published: 0,
+    decoded: 0,
   };
   #loggerWatched = false;
   #loggerWritable = false;
@@ -244,7 +244,7 @@ export class Decom {
           this.#reject(port.port, i, verdict as Rejection);
         }
       }
-      stats.published += this.#extractor.publishBatch(this.#buf, SLOT, this.#meta, this.#types, n);
+      stats.decoded += this.#extractor.publishBatch(this.#buf, SLOT, this.#meta, this.#types, n);
       stats.drops += this.#logq.forward(this.#buf, SLOT, this.#meta, n, port.port);
     }
   }
@@ -461,7 +461,7 @@ export class Decom {
     const s = this.#stats;
     const q = this.#logq.stats();
     const rejected = Object.entries(s.rejected).map(([k, v]) => `${v} ${k}`).join(", ");
-    return `${s.packets} datagrams (${s.bytes} bytes), ${s.published} values published, ${s.errors} rejected${
+    return `${s.packets} datagrams (${s.bytes} bytes), ${s.decoded} values decoded, ${s.errors} rejected${
       rejected ? ` (${rejected})` : ""
     }; logger: ${q.sent} sent, ${q.dropped} dropped, ${q.pendingPackets} still buffered`;
   }

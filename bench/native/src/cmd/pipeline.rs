@@ -300,6 +300,36 @@ fn native_phase(count: u64, coalesce: Duration, rate: u64, ph: &mut Phases) -> i
     Ok(())
 }
 
+/// Datagrams queued for a drain measurement: fits the 8 MiB receive buffers both sides ask
+/// for (64-byte datagrams take ~1 KiB of buffer each in the kernel).
+const DRAIN_COUNT: u64 = 6000;
+
+/// The native receiver's drain cost: bind, let the sender fill the socket buffer while nobody
+/// reads, then time (CPU) a receiver that drains it in full batches. Returns (CPU ns, received).
+fn native_drain() -> io::Result<(u64, u64)> {
+    let mut rx = Receiver::bind(&RecvOptions {
+        bind: loopback(0),
+        batch: 64,
+        rcvbuf: 8 << 20,
+        max_size: 65536,
+        coalesce: Duration::ZERO,
+    })?;
+    send(&SendOptions {
+        addr: loopback(rx.port()),
+        count: DRAIN_COUNT,
+        size: 64,
+        rate: 0,
+        batch: 64,
+        max_duration: Some(Duration::from_secs(30)),
+    })?;
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let c0 = cpu_ns(me)?;
+    let t = rx.run(|t, idle| t.distinct >= DRAIN_COUNT || idle > 300_000_000)?;
+    let c1 = cpu_ns(me)?;
+    Ok((c1 - c0, t.distinct))
+}
+
 /// Runs `ingest`.
 pub fn run_ingest(o: &IngestOptions) -> io::Result<Report> {
     let port = free_udp_ports(1)?[0];
@@ -434,6 +464,33 @@ pub fn run_ingest(o: &IngestOptions) -> io::Result<Report> {
     let taken = page.atomic_u64(IS_TAKEN).load(Ordering::Relaxed) - taken0;
     let wakes = page.atomic_u64(IS_WAKES).load(Ordering::Relaxed);
 
+    // D: decom's own cost, without wake-ups: stopped, its socket buffer filled, then let go to
+    // drain it in full batches. E: the native receiver doing the same (the reference).
+    std::thread::sleep(Duration::from_millis(200));
+    let (seq0, _) = seq_now();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pids[0], libc::SIGSTOP) };
+    send(&SendOptions {
+        count: DRAIN_COUNT,
+        ..sender(port)
+    })?;
+    let d0 = cpus(&pids[..1])?[0];
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pids[0], libc::SIGCONT) };
+    let mut last = seq_now();
+    let mut still = Deadline::after(Duration::from_millis(300));
+    while last.0 - seq0 < DRAIN_COUNT && !still.expired() {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = seq_now();
+        if now.0 != last.0 {
+            still = Deadline::after(Duration::from_millis(300));
+        }
+        last = now;
+    }
+    let drain_cpu = cpus(&pids[..1])?[0] - d0;
+    let drained = last.0 - seq0;
+    let (native_drain_cpu, native_drained) = native_drain()?;
+
     // Idle: everything attached, nothing arriving (decom still publishes its health each second).
     std::thread::sleep(Duration::from_secs(1));
     let idle_pids = [pids[0], pids[1], pids[2], bare.pid()];
@@ -456,7 +513,7 @@ pub fn run_ingest(o: &IngestOptions) -> io::Result<Report> {
     let counted = number_before(line, "datagrams")
         .unwrap_or(0)
         .saturating_sub(warm);
-    let published = number_before(line, "values published")
+    let published = number_before(line, "values decoded")
         .unwrap_or(0)
         .saturating_sub(16 * warm);
     let log_dropped = number_before(line, "dropped").unwrap_or(0);
@@ -512,6 +569,24 @@ pub fn run_ingest(o: &IngestOptions) -> io::Result<Report> {
         Some(native_dg.round()),
     );
     r.push("native_recv_ns_per_datagram", native_dg.round(), "ns");
+    let native_drain_dg = per_dg(native_drain_cpu, native_drained);
+    r.push_ref(
+        "decom_drain_ns_per_measurement",
+        round3(per_dg(drain_cpu, drained * 16)),
+        "ns",
+        Some(round3(native_drain_dg / 16.0)),
+    );
+    r.push_ref(
+        "decom_drain_ns_per_datagram",
+        per_dg(drain_cpu, drained).round(),
+        "ns",
+        Some(native_drain_dg.round()),
+    );
+    r.push(
+        "decom_own_ns_per_measurement",
+        round3((per_dg(drain_cpu, drained) - native_drain_dg).max(0.0) / 16.0),
+        "ns",
+    );
     r.push(
         "native_recv_datagrams_per_call",
         round3(b.received as f64 / b.batches.max(1) as f64),
