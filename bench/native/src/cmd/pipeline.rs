@@ -465,31 +465,40 @@ pub fn run_ingest(o: &IngestOptions) -> io::Result<Report> {
     let wakes = page.atomic_u64(IS_WAKES).load(Ordering::Relaxed);
 
     // D: decom's own cost, without wake-ups: stopped, its socket buffer filled, then let go to
-    // drain it in full batches. E: the native receiver doing the same (the reference).
-    std::thread::sleep(Duration::from_millis(200));
-    let (seq0, _) = seq_now();
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(pids[0], libc::SIGSTOP) };
-    send(&SendOptions {
-        count: DRAIN_COUNT,
-        ..sender(port)
-    })?;
-    let d0 = cpus(&pids[..1])?[0];
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(pids[0], libc::SIGCONT) };
-    let mut last = seq_now();
-    let mut still = Deadline::after(Duration::from_millis(300));
-    while last.0 - seq0 < DRAIN_COUNT && !still.expired() {
-        std::thread::sleep(Duration::from_millis(5));
-        let now = seq_now();
-        if now.0 != last.0 {
-            still = Deadline::after(Duration::from_millis(300));
+    // drain it in full batches. E: the native receiver doing the same (the reference). One
+    // drain is short, so each is repeated and the totals compared, interleaved D, E, D, E …
+    let (mut drain_cpu, mut drained) = (0u64, 0u64);
+    let (mut native_drain_cpu, mut native_drained) = (0u64, 0u64);
+    for _ in 0..o.rounds.max(1) * 2 {
+        std::thread::sleep(Duration::from_millis(100));
+        let (seq0, _) = seq_now();
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(pids[0], libc::SIGSTOP) };
+        let sent = send(&SendOptions {
+            count: DRAIN_COUNT,
+            ..sender(port)
+        });
+        let d0 = cpus(&pids[..1]);
+        // SAFETY: signalling our own child process (even if sending failed).
+        unsafe { libc::kill(pids[0], libc::SIGCONT) };
+        sent?;
+        let d0 = d0?[0];
+        let mut last = seq_now();
+        let mut still = Deadline::after(Duration::from_millis(300));
+        while last.0 - seq0 < DRAIN_COUNT && !still.expired() {
+            std::thread::sleep(Duration::from_millis(5));
+            let now = seq_now();
+            if now.0 != last.0 {
+                still = Deadline::after(Duration::from_millis(300));
+            }
+            last = now;
         }
-        last = now;
+        drain_cpu += cpus(&pids[..1])?[0] - d0;
+        drained += last.0 - seq0;
+        let (cpu, n) = native_drain()?;
+        native_drain_cpu += cpu;
+        native_drained += n;
     }
-    let drain_cpu = cpus(&pids[..1])?[0] - d0;
-    let drained = last.0 - seq0;
-    let (native_drain_cpu, native_drained) = native_drain()?;
 
     // Idle: everything attached, nothing arriving (decom still publishes its health each second).
     std::thread::sleep(Duration::from_secs(1));
