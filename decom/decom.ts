@@ -196,10 +196,10 @@ export class Decom {
         nextHealth = now + intervalNs;
       }
       // Raw packets held for the logger go out when due; the next wait ends by then.
-      const logDueMs = this.#logq.flushDue();
-      this.#watchLoggerIfUnsent();
+      const log = this.#logq.flushDue();
+      if (log.unsent && this.#loggerWatched && !this.#loggerWritable) this.#watchLogger(true);
       let timeoutMs = Math.max(1, Math.ceil(Number(nextHealth - realtimeNs()) / 1e6));
-      if (logDueMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, logDueMs));
+      if (log.dueMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, log.dueMs));
       for (const { token, events } of this.#ws.waitSync(timeoutMs)) {
         if (token >= TOKEN_UDP && token < TOKEN_UDP + this.#ports.length) {
           this.#receive(this.#ports[token - TOKEN_UDP]);
@@ -246,13 +246,8 @@ export class Decom {
       }
       stats.decoded += this.#extractor.publishBatch(this.#buf, SLOT, this.#meta, this.#types, n);
       stats.drops += this.#logq.forward(this.#buf, SLOT, this.#meta, n, port.port);
-    }
-  }
-
-  /** When the kernel refused a message for the logger, waits for room to send it. */
-  #watchLoggerIfUnsent(): void {
-    if (this.#loggerWatched && !this.#loggerWritable && this.#logq.stats().unsentBytes > 0) {
-      this.#watchLogger(true);
+      // A partial batch took everything the socket had: asking again would only return EAGAIN.
+      if (n < this.#opts.batch) return;
     }
   }
 

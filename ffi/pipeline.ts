@@ -214,11 +214,14 @@ export class LogQueue extends NativeObject {
 
   /**
    * Sends records held `maxAgeMs` and what the kernel can take of the buffered messages.
-   * Returns the milliseconds until more records fall due, or -1 when none are held.
+   * Returns the milliseconds until more records fall due (-1: none held), and whether the
+   * kernel refused messages that wait for the socket to have room (then watch it for
+   * writability and call `flush()`).
    */
-  flushDue(): number {
+  flushDue(): { dueMs: number; unsent: boolean } {
     const r = check(native().gsw_logq_flush_due(this.handle), "flushing the log queue");
-    return r === 0x7fff_ffff ? -1 : r;
+    const ms = r & 0x3fff_ffff;
+    return { dueMs: ms === 0x3fff_ffff ? -1 : ms, unsent: (r & (1 << 30)) !== 0 };
   }
 
   /** Sends everything held, now (at shutdown); returns bytes still buffered. */

@@ -1436,8 +1436,10 @@ pub unsafe extern "C" fn gsw_logq_flush(q: *mut LogQueue) -> i32 {
 }
 
 /// Sends the records held longer than the queue's maximum age, and what the kernel can take
-/// of the buffered messages. Returns the milliseconds until the next records fall due (call
-/// again then), or i32::MAX when none are held.
+/// of the buffered messages. Returns the milliseconds until the next records fall due
+/// (`0x3fff_ffff` when none are held), plus `1 << 30` when the kernel refused messages that
+/// still wait for room (watch the socket for writability, then `gsw_logq_flush`): one call
+/// per event-loop turn tells the caller both things.
 ///
 /// # Safety
 /// `q` live.
@@ -1445,8 +1447,15 @@ pub unsafe extern "C" fn gsw_logq_flush(q: *mut LogQueue) -> i32 {
 pub unsafe extern "C" fn gsw_logq_flush_due(q: *mut LogQueue) -> i32 {
     boundary(|| {
         // SAFETY: per this function's contract.
-        let (_, due) = unsafe { obj_mut(q)? }.flush_due();
-        Ok(due.map_or(i32::MAX as i64, |ms| ms.min(i32::MAX as u64 - 1) as i64))
+        let q = unsafe { obj_mut(q)? };
+        let (_, due) = q.flush_due();
+        let ms = due.map_or(0x3fff_ffff, |ms| ms.min(0x3fff_fffe));
+        let unsent = if q.stats().unsent_bytes > 0 {
+            1 << 30
+        } else {
+            0
+        };
+        Ok((ms | unsent) as i64)
     }) as i32
 }
 
