@@ -27,6 +27,7 @@ import {
   watchSignals,
   WRITABLE,
 } from "../ffi/mod.ts";
+import { encodeHello } from "../logger/queue.ts";
 import { OVERSIZE, type Rejection, REJECTION_NAMES } from "./identify.ts";
 import { Identifier } from "./identify.ts";
 
@@ -141,6 +142,13 @@ export class Decom {
     this.#types = new Uint32Array(opts.batch);
     const sourceIndex = config.sources.findIndex((s) => s.name === source.name);
     this.#logq = new LogQueue(sourceIndex, LOG_BUFFER, LOG_MAX_AGE_MS);
+    // Said first on every connection, so a logger recording with another config says so.
+    this.#logq.setHello(encodeHello({
+      source: source.name,
+      configHash: config.hash,
+      configFile: config.file,
+      configName: config.name,
+    }));
 
     try {
       this.#ws.add(watchSignals(), TOKEN_SIGNALS, READABLE);

@@ -174,6 +174,18 @@ export class LogQueue extends NativeObject {
     check(native().gsw_logq_connect(this.handle, p, p.byteLength), `connecting to ${path}`);
   }
 
+  /**
+   * Sets what the queue says first on every later connection (at most 4096 bytes): decom
+   * tells the logger its source and config hash, so a logger recording with another config
+   * says so.
+   */
+  setHello(payload: Uint8Array): void {
+    check(
+      native().gsw_logq_set_hello(this.handle, payload, payload.byteLength),
+      "setting the log queue's hello",
+    );
+  }
+
   disconnect(): void {
     check(native().gsw_logq_disconnect(this.handle), "disconnecting the log queue");
   }

@@ -198,6 +198,8 @@ export const symbols = {
   gsw_logq_free: { parameters: ["pointer"], result: "void" },
   // int32_t gsw_logq_connect(LogQueue *q, const uint8_t *path, uint32_t len)
   gsw_logq_connect: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
+  // int32_t gsw_logq_set_hello(LogQueue *q, const uint8_t *payload, uint32_t len)
+  gsw_logq_set_hello: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
   // int32_t gsw_logq_disconnect(LogQueue *q)
   gsw_logq_disconnect: { parameters: ["pointer"], result: "i32" },
   // int32_t gsw_logq_fd(const LogQueue *q)
@@ -233,6 +235,6 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version these bindings were written for (`ABI_VERSION` in `ffi/src/abi.rs`). */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

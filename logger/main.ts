@@ -23,7 +23,14 @@ import {
   Waitset,
 } from "../ffi/mod.ts";
 import denoConfig from "../deno.json" with { type: "json" };
-import { claimedCount, convertMessage, MAX_QUEUE_MESSAGE, maxConverted } from "./queue.ts";
+import {
+  claimedCount,
+  convertMessage,
+  type Hello,
+  MAX_QUEUE_MESSAGE,
+  maxConverted,
+  readHello,
+} from "./queue.ts";
 import { bytesText, plural } from "./text.ts";
 import { RunWriter } from "./writer.ts";
 
@@ -237,6 +244,8 @@ interface Peer {
   pid: number;
   /** Source index from its first message. */
   source: number | undefined;
+  /** What it said in its hello (decoms before the hello say nothing). */
+  hello?: Hello;
   records: number;
   /** Whether it is in the waitset (not while writing is paused). */
   watched: boolean;
@@ -255,6 +264,8 @@ class Logger {
   #refusedPeers = 0;
   #badMessages = 0;
   #badRecords = 0;
+  /** Connections from decoms decoding with another config than the one recorded. */
+  #configMismatches = 0;
 
   constructor(
     readonly listener: UnixListener,
@@ -356,6 +367,11 @@ class Logger {
         return;
       }
       got.fds.forEach(closeFd); // decom never sends any; do not leak what a stranger sends
+      const hello = readHello(this.#rx, this.#rxView, got.length);
+      if (hello !== null) {
+        this.#onHello(p, hello);
+        continue;
+      }
       const r = convertMessage(this.#rx, this.#rxView, got.length, w.buffer, w.view, w.length);
       w.length = r.end;
       p.records += r.records;
@@ -366,6 +382,29 @@ class Logger {
         if (this.#badMessages <= 10) console.error(`logger: decom pid ${p.pid}: ${r.error}`);
       }
     }
+  }
+
+  /** Checks that a decom decodes with the config this logger records (the log decodes with it). */
+  #onHello(p: Peer, hello: Hello | string): void {
+    if (typeof hello === "string") {
+      this.#badMessages++;
+      console.error(`logger: decom pid ${p.pid}: ${hello}`);
+      return;
+    }
+    p.hello = hello;
+    p.source = this.config.sources.findIndex((s) => s.name === hello.source);
+    if (p.source < 0) p.source = undefined;
+    const mine = this.config;
+    if (hello.configHash === mine.hash) return;
+    this.#configMismatches++;
+    console.error(
+      `logger: decom pid ${p.pid} (source ${hello.source}) decodes with ${hello.configFile} ` +
+        `(${hello.configName}, sha256 ${hello.configHash.slice(0, 12)}), but this logger ` +
+        `records ${mine.file} (${mine.name}, sha256 ${mine.hash.slice(0, 12)}) as the config ` +
+        `of ${this.writer.dir}/. Its packets are recorded all the same; to decode them, ` +
+        `export with --config ${hello.configFile}, and restart the logger with ` +
+        `--config ${hello.configFile} so later runs record the right one.`,
+    );
   }
 
   #close(p: Peer): void {
@@ -421,7 +460,7 @@ class Logger {
     }
     const lost = this.writer.close();
     const w = this.writer;
-    const errors = w.failures + this.#badMessages + this.#refusedPeers;
+    const errors = w.failures + this.#badMessages + this.#refusedPeers + this.#configMismatches;
     const parts = [
       plural(w.files, "file"),
       plural(w.records, "record"),
@@ -433,6 +472,12 @@ class Logger {
     if (this.#badMessages > 0) {
       console.error(
         `logger: refused ${this.#badMessages} malformed messages (${this.#badRecords} records)`,
+      );
+    }
+    if (this.#configMismatches > 0) {
+      console.error(
+        `logger: ${plural(this.#configMismatches, "decom connection")} decoded with another ` +
+          `config than ${this.config.file}, the one recorded`,
       );
     }
     if (lost > 0 || w.error) {

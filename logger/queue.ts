@@ -7,8 +7,13 @@ import { MAX_STORED, pad8, RECORD_HEADER_LEN, sealRecord } from "./format.ts";
 /** "GSWQ" little-endian: the first word of every queue message. */
 export const QUEUE_MAGIC = 0x51575347;
 export const QUEUE_VERSION = 1;
-/** Message header: magic u32, version u16, record count u16, source u16, reserved 6 bytes. */
+/** Message header: magic u32, version u16, record count u16, source u16, kind u8, 5 reserved. */
 export const QUEUE_HEADER_LEN = 16;
+/** Header offset of the message kind: records, or the hello that opens a connection. */
+const KIND_OFFSET = 10;
+const KIND_HELLO = 1;
+/** Largest hello payload (`MAX_HELLO` in logq.rs). */
+const MAX_HELLO = 4096;
 /** Record header: the 32 bytes a log record keeps at its offsets 8–39 (same layout). */
 export const QUEUE_RECORD_HEADER_LEN = 32;
 /** Largest message decom sends (`MAX_MESSAGE` in logq.rs). */
@@ -76,6 +81,42 @@ export function convertMessage(
     p += size;
   }
   return { end: at, records: count };
+}
+
+/** Who a decom is, said in the first message of its connection (`KIND_HELLO` in logq.rs). */
+export interface Hello {
+  /** Its data source's name. */
+  source: string;
+  /** sha256 (hex) of the config file it decodes with. */
+  configHash: string;
+  configFile: string;
+  configName: string;
+}
+
+/** The payload of decom's hello. */
+export function encodeHello(h: Hello): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(h));
+}
+
+/**
+ * Reads message `msg[0..len)` as a hello: the hello, null if it is a message of records, or an
+ * error string if it is a malformed hello.
+ */
+export function readHello(msg: Uint8Array, msgView: DataView, len: number): Hello | null | string {
+  if (len < QUEUE_HEADER_LEN || msgView.getUint32(0, true) !== QUEUE_MAGIC) return null;
+  if (msg[KIND_OFFSET] !== KIND_HELLO) return null;
+  if (len - QUEUE_HEADER_LEN > MAX_HELLO) return `a ${len}-byte hello (at most ${MAX_HELLO})`;
+  let h: Partial<Hello>;
+  try {
+    h = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(msg.subarray(16, len)));
+  } catch (e) {
+    return `a hello that is not UTF-8 JSON (${(e as Error).message})`;
+  }
+  const fields = ["source", "configHash", "configFile", "configName"] as const;
+  if (typeof h !== "object" || h === null || fields.some((f) => typeof h[f] !== "string")) {
+    return `a hello without ${fields.join(", ")} as strings`;
+  }
+  return h as Hello;
 }
 
 /** The record count a message header claims (for counting what a refused message held). */

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { parseConfig } from "../config/mod.ts";
 import { UnixConnection } from "../ffi/mod.ts";
 import { type LogRecord, readAll, recordLength } from "../logger/format.ts";
+import { encodeHello } from "../logger/queue.ts";
 import denoConfig from "../deno.json" with { type: "json" };
 import {
   type Datagram,
@@ -302,6 +303,58 @@ Deno.test("logger: malformed messages are refused and counted; the stream goes o
   } finally {
     stranger.close();
     decom.close();
+    await logger.stop("SIGKILL");
+  }
+});
+
+Deno.test("logger: a decom decoding with another config is named; its packets are recorded", async () => {
+  await using dir = await tempDir("logger-hello");
+  const runDir = `${dir.path}/run`;
+  const logDir = `${dir.path}/logs`;
+  const logger = await startLogger(runDir, logDir);
+  const rocket = parseConfig(await Deno.readFile(`${ROOT}examples/rocket.yaml`), "rocket.yaml");
+  const same = new FakeDecom(0, `${runDir}/logger.sock`);
+  const other = new FakeDecom(1, `${runDir}/logger.sock`);
+  const garbled = new FakeDecom(0, `${runDir}/logger.sock`);
+  try {
+    const hello = { source: rocket.sources[0].name, configName: "rocket" };
+    same.queue.setHello(
+      encodeHello({ ...hello, configHash: rocket.hash, configFile: "examples/rocket.yaml" }),
+    );
+    other.queue.setHello(
+      encodeHello({ ...hello, configHash: "ab".repeat(32), configFile: "vehicles/v2.yaml" }),
+    );
+    garbled.queue.setHello(new TextEncoder().encode("{not json"));
+    // Records buffered before the connection follow the hello.
+    other.forward([datagram(1, 45002)]);
+    for (const d of [same, other, garbled]) assert.ok(d.tryConnect());
+    same.forward([datagram(0, 45001)]);
+    other.forward([datagram(2, 45002)]);
+    garbled.forward([datagram(3, 45003)]);
+    for (const d of [same, other, garbled]) await d.drain();
+    await until(() => /vehicles\/v2\.yaml/.test(logger.stderr), 5000, "the mismatch named");
+    await sleep(100);
+    assert.equal((await logger.stop()).code, 0, logger.stderr);
+
+    const [run] = await readRuns(logDir);
+    const seqs = (port: number) =>
+      run.records.filter((r) => r.dstPort === port).map((r) => seqOf(r.payload));
+    assert.deepEqual([seqs(45001), seqs(45002), seqs(45003)], [[0], [1, 2], [3]]);
+    assert.match(
+      logger.stderr,
+      new RegExp(
+        `decom pid \\d+ \\(source ${hello.source}\\) decodes with vehicles/v2\\.yaml ` +
+          `\\(rocket, sha256 abababababab\\), but this logger records .*rocket\\.yaml ` +
+          `\\(rocket, sha256 ${rocket.hash.slice(0, 12)}\\).*export with --config ` +
+          `vehicles/v2\\.yaml`,
+      ),
+    );
+    assert.equal(logger.stderr.match(/decodes with/g)?.length, 1, "only the other config");
+    assert.match(logger.stderr, /a hello that is not UTF-8 JSON/);
+    assert.match(logger.stderr, /1 decom connection decoded with another config/);
+    assert.match(logger.stdout, /4 records, .* 3 decom connections, 2 errors/);
+  } finally {
+    for (const d of [same, other, garbled]) d.close();
     await logger.stop("SIGKILL");
   }
 });

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 /// Version of this ABI; the TypeScript side refuses a library with another.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// # Safety
 /// `ptr` must be null or point at `len` readable bytes that stay valid for `'a`.
@@ -1364,6 +1364,21 @@ pub unsafe extern "C" fn gsw_logq_connect(q: *mut LogQueue, p: *const u8, len: u
         // SAFETY: per this function's contract.
         let (q, at) = unsafe { (obj_mut(q)?, path(p, len as usize)?) };
         q.connect(at)?;
+        Ok(0)
+    }) as i32
+}
+
+/// Sets the payload of the hello message sent first on every later connection (at most
+/// 4096 bytes; decom sends its source name and config hash, see `logq::KIND_HELLO`).
+///
+/// # Safety
+/// `q` live; `p` `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_logq_set_hello(q: *mut LogQueue, p: *const u8, len: u32) -> i32 {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        let (q, payload) = unsafe { (obj_mut(q)?, bytes(p, len as usize)?) };
+        q.set_hello(payload)?;
         Ok(0)
     }) as i32
 }

@@ -27,8 +27,19 @@ use std::path::Path;
 /// "GSWQ" little-endian: first word of every queue message.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"GSWQ");
 pub const VERSION: u16 = 1;
-/// Message header: magic u32, version u16, record count u16, source u16, reserved 6 bytes.
+/// Message header: magic u32, version u16, record count u16, source u16, kind u8, reserved
+/// 5 bytes.
 pub const MESSAGE_HEADER_LEN: usize = 16;
+/// Offset of the message kind in the header.
+pub const KIND_OFFSET: usize = 10;
+/// A message of records (kind 0, the only kind of the first queue version).
+pub const KIND_RECORDS: u8 = 0;
+/// The first message of every connection: no records (count 0, so a logger that predates it
+/// reads it as an empty message), a payload saying who the sender is (UTF-8 JSON: source name,
+/// config hash and path), so the logger can tell that it records with another config.
+pub const KIND_HELLO: u8 = 1;
+/// Largest hello payload.
+pub const MAX_HELLO: usize = 4096;
 /// Record header: timestamp_ns u64, orig_len u32, len u32, src_ip [u8; 4], src_port u16,
 /// dst_port u16, flags u16, source u16, reserved u32; then `len` payload bytes padded to 8.
 pub const RECORD_HEADER_LEN: usize = 32;
@@ -69,6 +80,8 @@ pub struct LogQueue {
     open_since_ns: u64,
     /// How long a record may wait in the open message.
     max_age_ns: u64,
+    /// The hello message sent first on every connection (empty: none).
+    hello: Vec<u8>,
 }
 
 fn pad8(n: usize) -> usize {
@@ -89,14 +102,40 @@ impl LogQueue {
             open_count: 0,
             open_since_ns: 0,
             max_age_ns,
+            hello: Vec::new(),
         }
     }
 
-    /// Connects to the logger's socket (replacing any previous connection).
+    /// Sets the payload of the hello message sent first on every later connection.
+    pub fn set_hello(&mut self, payload: &[u8]) -> Result<()> {
+        if payload.len() > MAX_HELLO {
+            return Err(Error::arg("hello: payload larger than 4096 bytes"));
+        }
+        let mut msg = Vec::with_capacity(MESSAGE_HEADER_LEN + payload.len());
+        msg.extend_from_slice(&MAGIC.to_le_bytes());
+        msg.extend_from_slice(&VERSION.to_le_bytes());
+        msg.extend_from_slice(&0u16.to_le_bytes()); // no records
+        msg.extend_from_slice(&self.source.to_le_bytes());
+        msg.push(KIND_HELLO);
+        msg.extend_from_slice(&[0u8; 5]);
+        msg.extend_from_slice(payload);
+        self.hello = msg;
+        Ok(())
+    }
+
+    /// Connects to the logger's socket (replacing any previous connection) and sends the
+    /// hello first, ahead of anything buffered.
     pub fn connect(&mut self, path: &Path) -> Result<()> {
         let fd = sock::connect(path, Kind::SeqPacket)?;
         // Best effort: a smaller buffer only means the queue's own buffer fills sooner.
         let _ = sock::set_buffer(fd.as_fd(), SOCKET_BUFFER, true);
+        if !self.hello.is_empty() {
+            // A new connection's send buffer is empty, so the kernel takes a message this
+            // small unless the logger is already gone; then the connection fails as any other.
+            if sock::send(fd.as_fd(), &self.hello, &[])?.is_none() {
+                return Err(Error::arg("the logger's socket refused the hello message"));
+            }
+        }
         self.fd = Some(fd);
         Ok(())
     }
@@ -154,7 +193,8 @@ impl LogQueue {
                 msg.extend_from_slice(&VERSION.to_le_bytes());
                 msg.extend_from_slice(&0u16.to_le_bytes()); // count, filled in by enqueue
                 msg.extend_from_slice(&self.source.to_le_bytes());
-                msg.extend_from_slice(&[0u8; 6]);
+                msg.push(KIND_RECORDS);
+                msg.extend_from_slice(&[0u8; 5]);
             }
             let msg = &mut self.open;
             msg.extend_from_slice(&m[8..16]); // timestamp
@@ -362,6 +402,52 @@ mod tests {
             sock::recv(b.as_fd(), &mut rx).unwrap(),
             Received::Message(_, _)
         ));
+    }
+
+    #[test]
+    fn sends_the_hello_first_on_every_connection() {
+        let dir = std::env::temp_dir().join(format!("gsw-logq-hello-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let at = dir.join("logger.sock");
+        let listener = sock::listen(&at, Kind::SeqPacket).unwrap();
+        let mut q = LogQueue::new(5, 1 << 20, 0);
+        q.set_hello(br#"{"source":"radio"}"#).unwrap();
+        let buf = vec![9u8; 8];
+        // Buffered before the logger is there: must arrive after the hello.
+        q.forward(&buf, 8, &meta_for(&[8]), 1, 1).unwrap();
+        let mut rx = vec![0u8; MAX_MESSAGE];
+        for round in 0..2 {
+            q.connect(&at).unwrap();
+            let conn = loop {
+                if let Some((c, _)) = sock::accept(listener.as_fd()).unwrap() {
+                    break c;
+                }
+            };
+            let Received::Message(n, _) = sock::recv(conn.as_fd(), &mut rx).unwrap() else {
+                panic!("no hello in round {round}")
+            };
+            assert_eq!(&rx[0..4], b"GSWQ");
+            assert_eq!(
+                u16::from_le_bytes([rx[6], rx[7]]),
+                0,
+                "a hello holds no records"
+            );
+            assert_eq!(u16::from_le_bytes([rx[8], rx[9]]), 5);
+            assert_eq!(rx[KIND_OFFSET], KIND_HELLO);
+            assert_eq!(&rx[MESSAGE_HEADER_LEN..n], br#"{"source":"radio"}"#);
+            assert_eq!(q.flush(), 0);
+            if round == 0 {
+                let Received::Message(_, _) = sock::recv(conn.as_fd(), &mut rx).unwrap() else {
+                    panic!("the buffered records did not follow the hello")
+                };
+                assert_eq!(rx[KIND_OFFSET], KIND_RECORDS);
+                assert_eq!(u16::from_le_bytes([rx[6], rx[7]]), 1);
+            }
+            q.disconnect();
+        }
+        assert!(q.set_hello(&vec![b'x'; MAX_HELLO + 1]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
