@@ -7,16 +7,8 @@
 import assert from "node:assert/strict";
 import { type LinkStatus, subscribe, SubscribeError, type Update } from "../mod.ts";
 import { realtimeNs } from "../ffi/mod.ts";
-import {
-  Child,
-  eventually,
-  LIB,
-  MODES,
-  Pipeline,
-  ROOT,
-  spawnGsw,
-  valuesFor,
-} from "./helpers/subscribe_pipeline.ts";
+import { eventually, LIBRARY, Proc, REPO, spawnGsw } from "./helpers/pipeline.ts";
+import { MODES, SubscribePipeline, valuesFor } from "./helpers/subscribe_pipeline.ts";
 
 const ALL = ["COUNTER", "ALTITUDE", "BIG", "MODE", "LABEL", "BOARD_TEMP"];
 
@@ -56,14 +48,9 @@ async function resources(): Promise<{ fds: string[]; memfdMaps: number }> {
 }
 
 Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, release", async (t) => {
-  const p = await Pipeline.start();
+  const p = await SubscribePipeline.start();
   let packet = 0;
-  // A step that fails with the broker down must not fail every later one too.
-  const step = (name: string, fn: () => Promise<void>) =>
-    t.step(name, async () => {
-      if (p.broker?.exited) await p.startBroker();
-      await fn();
-    });
+  const step = p.steps(t);
   try {
     await step(
       "no update before the first packet; every encoded value arrives, decoded",
@@ -85,7 +72,7 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
         for (let n = 0; n < 60; n++) {
           const i = ++packet;
           const before = realtimeNs();
-          p.send(valuesFor(i));
+          await p.send(valuesFor(i));
           const got = new Map<string, Update>();
           while (got.size < ALL.length) {
             const r = await it.next();
@@ -113,20 +100,16 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
     await step("latest() never waits and does not hide values from next()", async () => {
       using sub = subscribe(["COUNTER", "MODE"], { runDir: p.runDir });
       // The broker hands a new subscriber the value it holds.
-      const held = await eventually(() => sub.latest("COUNTER"), 2000, "the held value");
+      const held = await eventually("the held value", () => sub.latest("COUNTER"), 2000);
       assert.equal(held.value, packet);
       assert.throws(() => sub.latest(), /needs a measurement name/);
       assert.throws(() => sub.latest("ALTITUDE"), /does not follow "ALTITUDE"/);
       const i = ++packet;
-      p.send(valuesFor(i));
-      const u = await eventually(
-        () => {
-          const l = sub.latest("COUNTER");
-          return l?.value === i ? l : undefined;
-        },
-        2000,
-        "latest() to show the new value",
-      );
+      await p.send(valuesFor(i));
+      const u = await eventually("latest() to show the new value", () => {
+        const l = sub.latest("COUNTER");
+        return l?.value === i ? l : undefined;
+      }, 2000);
       assert.equal(u.skipped, 0);
       // next() still delivers what latest() took, then times out when nothing is new.
       const seen = new Map<string, Update>();
@@ -140,10 +123,10 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
 
     await step("a burst: the last value arrives and skipped counts every other one", async () => {
       using sub = subscribe("COUNTER", { runDir: p.runDir });
-      const first = await eventually(() => sub.next(0), 2000, "the held value");
+      const first = await eventually("the held value", () => sub.next(0), 2000);
       const from = packet + 1;
       for (let b = 0; b < 20; b++) {
-        p.send(...Array.from({ length: 50 }, () => valuesFor(++packet)));
+        await p.send(...Array.from({ length: 50 }, () => valuesFor(++packet)));
       }
       let accounted = 0;
       let last: Update | undefined;
@@ -163,7 +146,7 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
         onStatus: (s) => statuses.push(s),
       });
       const i = ++packet;
-      p.send(valuesFor(i));
+      await p.send(valuesFor(i));
       const it = sub[Symbol.asyncIterator]();
       // Take everything up to packet i (the broker first hands over the values it held).
       const seen = new Set<string>();
@@ -171,10 +154,10 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
         const u = (await it.next()).value!;
         if (u.value === i || u.value === MODES[i % 3]) seen.add(u.measurement);
       }
-      await p.broker!.kill("SIGKILL");
+      await p.broker!.stop("SIGKILL");
       // An iteration waiting on the pool notices the hang-up by itself.
       const pending = it.next();
-      await eventually(() => statuses.find((s) => !s.connected), 2000, "the disconnect");
+      await eventually("the disconnect", () => statuses.find((s) => !s.connected), 2000);
       assert.equal(sub.connected, false);
       const kept = sub.latest("COUNTER")!;
       assert.equal(kept.value, i);
@@ -201,73 +184,64 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
     });
 
     await step("per-measurement brokers first, the default broker for the rest", async () => {
-      const single = spawnGsw("broker-m", [
-        "broker",
+      const single = spawnGsw("broker", [
         "--config",
         p.config,
         "--run-dir",
         p.runDir,
         "--measurement",
         "COUNTER",
-      ]);
+      ], "broker-m");
       try {
         await single.stderr.waitFor(/attached to decom/, 15_000);
         using sub = subscribe(["COUNTER", "MODE"], { runDir: p.runDir });
         // The default broker hands over the MODE value it holds a moment after its reply.
-        await eventually(() => sub.latest("MODE"), 2000, "the held MODE value");
+        await eventually("the held MODE value", () => sub.latest("MODE"), 2000);
         // With the default broker gone, COUNTER still flows through its own broker.
-        await p.broker!.kill("SIGKILL");
-        await eventually(() => sub.connected ? undefined : true, 2000, "the disconnect");
+        await p.broker!.stop("SIGKILL");
+        await eventually("the disconnect", () => sub.connected ? undefined : true, 2000);
         const i = ++packet;
-        p.send(valuesFor(i));
-        const u = await eventually(
-          () => {
-            const l = sub.latest("COUNTER");
-            return l?.value === i ? l : undefined;
-          },
-          2000,
-          `COUNTER = ${i} through its own broker`,
-        );
+        await p.send(valuesFor(i));
+        const u = await eventually(`COUNTER = ${i} through its own broker`, () => {
+          const l = sub.latest("COUNTER");
+          return l?.value === i ? l : undefined;
+        }, 2000);
         assert.equal(u.stale, undefined);
         assert.equal(sub.latest("MODE")?.stale, true);
         // And when its own broker goes, it falls back to the default one once that is back.
-        await single.kill("SIGKILL");
+        await single.stop("SIGKILL");
         await p.startBroker();
-        await eventually(() => sub.connected || undefined, 2000, "reconnection");
+        await eventually("reconnection", () => sub.connected || undefined, 2000);
         const j = ++packet;
-        p.send(valuesFor(j));
-        await eventually(() => sub.latest("COUNTER")?.value === j || undefined, 2000, "COUNTER");
+        await p.send(valuesFor(j));
+        await eventually("COUNTER", () => sub.latest("COUNTER")?.value === j || undefined, 2000);
         await eventually(
+          "MODE",
           () => sub.latest("MODE")?.value === MODES[j % 3] || undefined,
           2000,
-          "MODE",
         );
       } finally {
-        await single.kill("SIGKILL");
+        await single.stop("SIGKILL");
       }
     });
 
     await step("values older than three expected periods are stale", async () => {
       // HEARTBEAT is expected at 20 Hz: stale once older than 150 ms.
       const i = ++packet;
-      p.send(valuesFor(i));
+      await p.send(valuesFor(i));
       using sub = subscribe("HEARTBEAT", { runDir: p.runDir });
-      const fresh = await eventually(
-        () => {
-          const l = sub.latest();
-          return l?.value === i % 256 ? l : undefined;
-        },
-        2000,
-        "the new HEARTBEAT",
-      );
+      const fresh = await eventually("the new HEARTBEAT", () => {
+        const l = sub.latest();
+        return l?.value === i % 256 ? l : undefined;
+      }, 2000);
       assert.equal(fresh.stale, undefined);
       await new Promise((r) => setTimeout(r, 250));
       assert.equal(sub.latest()?.stale, true, "250 ms without the 20 Hz heartbeat");
       // A subscriber arriving now gets the held value already marked.
       using late = subscribe("HEARTBEAT", { runDir: p.runDir });
-      const held = await eventually(() => late.next(0), 2000, "the held HEARTBEAT");
+      const held = await eventually("the held HEARTBEAT", () => late.next(0), 2000);
       assert.deepEqual([held.value, held.stale], [i % 256, true]);
-      p.send(valuesFor(++packet));
+      await p.send(valuesFor(++packet));
       const next = late.next(2000)!;
       assert.deepEqual([next.value, next.stale], [packet % 256, undefined]);
     });
@@ -328,7 +302,7 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
         async (req) => {
           const path = decodeURIComponent(new URL(req.url).pathname);
           try {
-            const body = await Deno.readFile(`${ROOT}${path.slice(1)}`);
+            const body = await Deno.readFile(`${REPO}${path}`);
             return new Response(body, { headers: { "content-type": "application/typescript" } });
           } catch {
             return new Response("not found", { status: 404 });
@@ -337,13 +311,13 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
       );
       const home = await Deno.makeTempDir({ prefix: "gsw-sub-url-" });
       const origin = `127.0.0.1:${server.addr.port}`;
-      const watch = new Child(
+      const watch = new Proc(
         "watch",
         new Deno.Command(Deno.execPath(), {
           args: [
             "run",
             `--allow-import=${origin}`,
-            `--allow-ffi=${LIB}`,
+            `--allow-ffi=${LIBRARY}`,
             "--allow-env=GSW_LIB,GSW_RUN_DIR,XDG_RUNTIME_DIR,HOME",
             "--no-prompt",
             `http://${origin}/examples/watch.ts`,
@@ -352,7 +326,7 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
           ],
           // Outside the repository, with its own cache: nothing local to lean on.
           cwd: home,
-          env: { GSW_LIB: LIB, GSW_RUN_DIR: p.runDir, DENO_DIR: `${home}/cache` },
+          env: { GSW_LIB: LIBRARY, GSW_RUN_DIR: p.runDir, DENO_DIR: `${home}/cache` },
           stdin: "null",
           stdout: "piped",
           stderr: "piped",
@@ -368,11 +342,11 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
         } finally {
           clearInterval(sender);
         }
-        const status = await watch.kill("SIGINT");
+        const status = await watch.stop("SIGINT");
         assert.equal(status.code, 0, watch.stderr.lines.join("\n"));
         assert.ok(watch.stdout.lines.includes(`last COUNTER: ${i}`), watch.stdout.lines.join("\n"));
       } finally {
-        await watch.kill("SIGKILL");
+        await watch.stop("SIGKILL");
         ac.abort();
         await server.finished;
         await Deno.remove(home, { recursive: true });

@@ -8,14 +8,8 @@ import assert from "node:assert/strict";
 import { realtimeNs } from "../ffi/mod.ts";
 import { isoTime } from "../subscribe/format.ts";
 import { subscribe } from "../mod.ts";
-import {
-  type Child,
-  eventually,
-  MODES,
-  Pipeline,
-  spawnGsw,
-  valuesFor,
-} from "./helpers/subscribe_pipeline.ts";
+import { eventually, type Proc, spawnGsw } from "./helpers/pipeline.ts";
+import { MODES, SubscribePipeline, valuesFor } from "./helpers/subscribe_pipeline.ts";
 
 const ALL = ["COUNTER", "ALTITUDE", "BIG", "MODE", "LABEL", "BOARD_TEMP"];
 
@@ -30,7 +24,7 @@ function parseExact(line: string): Record<string, unknown> {
 }
 
 /** Reads the next `n` lines of a child's stdout, failing with its stderr if they do not come. */
-async function lines(child: Child, n: number, ms = 5000): Promise<string[]> {
+async function lines(child: Proc, n: number, ms = 5000): Promise<string[]> {
   const out: string[] = [];
   while (out.length < n) {
     const line = await child.stdout.next(ms);
@@ -46,13 +40,13 @@ async function lines(child: Child, n: number, ms = 5000): Promise<string[]> {
   return out;
 }
 
-function subscribeCli(p: Pipeline, args: string[]): Child {
-  return spawnGsw("subscribe", ["subscribe", ...args, "--run-dir", p.runDir]);
+function subscribeCli(p: SubscribePipeline, args: string[]): Proc {
+  return spawnGsw("subscribe", [...args, "--run-dir", p.runDir]);
 }
 
 async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = spawnGsw("subscribe", ["subscribe", ...args]);
-  const status = await child.status();
+  const child = spawnGsw("subscribe", args);
+  const status = await child.status;
   return {
     code: status.code,
     stdout: child.stdout.lines.join("\n"),
@@ -61,20 +55,16 @@ async function run(args: string[]): Promise<{ code: number; stdout: string; stde
 }
 
 /** Sends packet `i` and waits until the broker holds it (a new subscriber gets it at once). */
-async function sendHeld(p: Pipeline, i: number): Promise<void> {
+async function sendHeld(p: SubscribePipeline, i: number): Promise<void> {
   using sub = subscribe("COUNTER", { runDir: p.runDir });
-  p.send(valuesFor(i));
-  await eventually(() => sub.latest()?.value === i || undefined, 5000, `packet ${i} held`);
+  await p.send(valuesFor(i));
+  await eventually(`packet ${i} held`, () => sub.latest()?.value === i || undefined, 5000);
 }
 
 Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
-  const p = await Pipeline.start();
+  const p = await SubscribePipeline.start();
   let packet = 0;
-  const step = (name: string, fn: () => Promise<void>) =>
-    t.step(name, async () => {
-      if (p.broker?.exited) await p.startBroker();
-      await fn();
-    });
+  const step = p.steps(t);
   try {
     await step("--json prints every value a sender encodes, exactly, as it arrives", async () => {
       const N = 40;
@@ -91,7 +81,7 @@ Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
           const v = valuesFor(i);
           const before = realtimeNs();
           const t0 = performance.now();
-          p.send(v);
+          await p.send(v);
           // Read live: the next packet goes out only once these lines are through the pipe.
           const got = (await lines(cli, ALL.length)).map(parseExact);
           roundTrips.push(performance.now() - t0);
@@ -120,7 +110,7 @@ Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
           assert.equal(by.get("TEMP")!.name, "BOARD_TEMP");
           assert.equal(by.get("TEMP")!.limit, "ok");
         }
-        const status = await cli.status();
+        const status = await cli.status;
         assert.equal(status.code, 0, "--count reached");
         roundTrips.sort((a, b) => a - b);
         console.log(
@@ -129,7 +119,7 @@ Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
           } µs, max ${(roundTrips[N - 1] * 1000).toFixed(0)} µs`,
         );
       } finally {
-        await cli.kill("SIGKILL");
+        await cli.stop("SIGKILL");
       }
     });
 
@@ -140,7 +130,7 @@ Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
         await lines(cli, 2, 15_000);
         const warm = { ...valuesFor(++packet), tempRaw: 600 };
         const hot = { ...valuesFor(++packet), tempRaw: 900, mode: 2 };
-        p.send(warm);
+        await p.send(warm);
         const [a, b] = await lines(cli, 2);
         const time = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z {2}/;
         assert.match(a, time);
@@ -148,12 +138,12 @@ Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
           [a, b].map((l) => l.replace(time, "")).sort(),
           ["BOARD_TEMP  60 C  WARN", `MODE        ${MODES[warm.mode]}`].sort(),
         );
-        p.send(hot);
+        await p.send(hot);
         const hotLines = (await lines(cli, 2)).map((l) => l.replace(time, "")).sort();
         assert.deepEqual(hotLines, ["BOARD_TEMP  90 C  ALARM", "MODE        FLIGHT"]);
         // A burst the subscriber cannot see value by value: the skips are counted.
         const from = packet + 1;
-        p.send(...Array.from({ length: 60 }, () => valuesFor(++packet)));
+        await p.send(...Array.from({ length: 60 }, () => valuesFor(++packet)));
         let shown = 0;
         let skipped = 0;
         for (;;) {
@@ -166,9 +156,9 @@ Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
         }
         assert.equal(shown + skipped, packet - from + 1, "shown + skipped = published");
         assert.ok(skipped > 0, "a 60-packet burst skips some");
-        assert.equal((await cli.kill("SIGINT")).code, 0, "Ctrl-C exits 0");
+        assert.equal((await cli.stop("SIGINT")).code, 0, "Ctrl-C exits 0");
       } finally {
-        await cli.kill("SIGKILL");
+        await cli.stop("SIGKILL");
       }
     });
 
@@ -188,7 +178,7 @@ Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
         assert.equal(accounted, packet - start, "updates + skipped = published");
         assert.equal(got.at(-1)!.value, packet, "the newest value is sent last");
       } finally {
-        await cli.kill("SIGKILL");
+        await cli.stop("SIGKILL");
       }
     });
 
@@ -205,7 +195,7 @@ Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
       const cli = subscribeCli(p, ["COUNTER", "--json"]);
       try {
         await lines(cli, 1, 15_000);
-        await p.broker!.kill("SIGKILL");
+        await p.broker!.stop("SIGKILL");
         await cli.stderr.waitFor(/the broker went away; keeping the last values/, 5000);
         await p.startBroker();
         const up = performance.now();
@@ -222,11 +212,11 @@ Deno.test("subscribe CLI: output, options, reconnection, errors", async (t) => {
           clearInterval(sender);
         }
         await cli.stderr.waitFor(/reconnected/, 1000);
-        const status = await cli.kill("SIGTERM");
+        const status = await cli.stop("SIGTERM");
         assert.equal(status.code, 0, "SIGTERM exits 0");
         assert.equal(status.signal, null, "by itself, not killed by the signal");
       } finally {
-        await cli.kill("SIGKILL");
+        await cli.stop("SIGKILL");
       }
     });
 

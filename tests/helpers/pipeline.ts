@@ -17,13 +17,16 @@ import {
 } from "../../ffi/mod.ts";
 import type { ChannelsReply } from "../../control/protocol.ts";
 
-export const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+export const REPO = decodeURIComponent(new URL("../..", import.meta.url).pathname).replace(
+  /\/$/,
+  "",
+);
 export const LIBRARY = `${REPO}/target/release/libgsw.so`;
 export const MAIN = `${REPO}/main.ts`;
 const EXAMPLE = `${REPO}/examples/rocket.yaml`;
 const EXAMPLE_PORTS = [45001, 45002, 45003, 45004];
 
-/** The permissions the deno.json tasks give each command. */
+/** The permissions the deno.json tasks give each command (and never a prompt). */
 export function taskArgs(command: string): string[] {
   const base = [
     "run",
@@ -31,6 +34,7 @@ export function taskArgs(command: string): string[] {
     "--allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR,GSW_LIB,HOME",
     "--ignore-env=LOG_TOKENS,LOG_STREAM",
     "--allow-read",
+    "--no-prompt",
   ];
   if (command === "logger") base.push("--allow-write");
   return [...base, MAIN, command];
@@ -55,40 +59,76 @@ export function freePorts(n = 4): number[] {
   throw new Error("no free UDP port range found");
 }
 
-/** A child process with its output collected, so tests can wait for a line. */
-export class Proc {
+/** The lines of one or more streams (each split on its own), kept in the order they arrive. */
+export class Lines {
   readonly lines: string[] = [];
-  readonly status: Promise<Deno.CommandStatus>;
+  /** Resolves when every stream has ended. */
+  readonly done: Promise<void>;
+  #read = 0;
+  #ended = false;
   #waiters: (() => void)[] = [];
 
-  constructor(readonly name: string, readonly child: Deno.ChildProcess) {
-    this.status = child.status;
-    this.#collect(child.stdout);
-    this.#collect(child.stderr);
-  }
-
-  get pid(): number {
-    return this.child.pid;
+  /** `echo` prefixes each line copied to stderr when GSW_TEST_ECHO is set. */
+  constructor(
+    readonly name: string,
+    streams: ReadableStream<Uint8Array>[],
+    readonly echo?: string,
+  ) {
+    this.done = Promise.all(streams.map((s) => this.#collect(s))).then(() => {
+      this.#ended = true;
+      this.#wake();
+    });
   }
 
   async #collect(stream: ReadableStream<Uint8Array>): Promise<void> {
-    const decoder = new TextDecoder();
-    let pending = "";
+    let rest = "";
     try {
-      for await (const chunk of stream) {
-        pending += decoder.decode(chunk, { stream: true });
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        rest += chunk;
         let nl;
-        while ((nl = pending.indexOf("\n")) >= 0) {
-          this.lines.push(pending.slice(0, nl));
-          pending = pending.slice(nl + 1);
-          this.#waiters.splice(0).forEach((w) => w());
+        while ((nl = rest.indexOf("\n")) >= 0) {
+          this.#push(rest.slice(0, nl));
+          rest = rest.slice(nl + 1);
         }
+        this.#wake();
       }
     } catch {
-      // Stream closed when the process was killed.
+      // The stream broke off when the process was killed.
     }
-    if (pending) this.lines.push(pending);
+    if (rest) this.#push(rest);
+    this.#wake();
+  }
+
+  #push(line: string): void {
+    this.lines.push(line);
+    if (this.echo && Deno.env.get("GSW_TEST_ECHO")) console.error(`${this.echo}${line}`);
+  }
+
+  #wake(): void {
     this.#waiters.splice(0).forEach((w) => w());
+  }
+
+  /** Resolves on a new line, at the end of the output, or after `ms`. */
+  #change(ms: number): Promise<void> {
+    if (this.#ended) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** The next line not yet returned, or undefined if none comes within `ms`. */
+  async next(ms: number): Promise<string | undefined> {
+    const deadline = Date.now() + ms;
+    while (this.#read >= this.lines.length) {
+      const left = deadline - Date.now();
+      if (left <= 0 || this.#ended) return undefined;
+      await this.#change(left);
+    }
+    return this.lines[this.#read++];
   }
 
   /** Resolves with the first line matching `re` (already printed or to come). */
@@ -98,23 +138,60 @@ export class Proc {
       const hit = this.lines.find((l) => re.test(l));
       if (hit !== undefined) return hit;
       const left = deadline - Date.now();
-      if (left <= 0) {
+      if (left <= 0 || this.#ended) {
+        const when = this.#ended ? "before its output ended" : `within ${timeoutMs} ms`;
         throw new Error(
-          `${this.name}: no line matching ${re} within ${timeoutMs} ms; output:\n${
-            this.lines.join("\n")
-          }`,
+          `${this.name}: no line matching ${re} ${when}; output:\n${this.lines.join("\n")}`,
         );
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 100));
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
+      await this.#change(left);
     }
   }
+}
 
+/** A child process with its output collected, so tests can wait for a line. */
+export class Proc {
+  readonly stdout: Lines;
+  readonly stderr: Lines;
+  /** Both streams, in the order their lines arrived. */
+  readonly output: Lines;
+  /** Resolves once the process has exited and all its output is read. */
+  readonly status: Promise<Deno.CommandStatus>;
+  #exited: Deno.CommandStatus | null = null;
+
+  constructor(readonly name: string, readonly child: Deno.ChildProcess) {
+    const [out, outToo] = child.stdout.tee();
+    const [err, errToo] = child.stderr.tee();
+    this.stdout = new Lines(`${name} stdout`, [out], `${name}> `);
+    this.stderr = new Lines(`${name} stderr`, [err], `${name}! `);
+    this.output = new Lines(name, [outToo, errToo]);
+    this.status = child.status.then(async (s) => {
+      this.#exited = s;
+      await Promise.all([this.stdout.done, this.stderr.done, this.output.done]);
+      return s;
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** Every line of output so far, stdout and stderr interleaved as they arrived. */
+  get lines(): string[] {
+    return this.output.lines;
+  }
+
+  /** The exit status, once the process has exited. */
+  get exited(): Deno.CommandStatus | null {
+    return this.#exited;
+  }
+
+  /** Resolves with the first line of either stream matching `re`. */
+  waitFor(re: RegExp, timeoutMs = 15000): Promise<string> {
+    return this.output.waitFor(re, timeoutMs);
+  }
+
+  /** Sends `signal` and returns at once (SIGSTOP and SIGCONT included). */
   kill(signal: Deno.Signal = "SIGKILL"): void {
     try {
       this.child.kill(signal);
@@ -122,6 +199,39 @@ export class Proc {
       // Already exited.
     }
   }
+
+  /** Sends `signal` unless it already exited, then waits for it (SIGKILL after `graceMs`). */
+  async stop(signal: Deno.Signal = "SIGTERM", graceMs = 3000): Promise<Deno.CommandStatus> {
+    if (this.#exited) return await this.status;
+    this.kill(signal);
+    const timer = setTimeout(() => this.kill("SIGKILL"), graceMs);
+    try {
+      return await this.status;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/**
+ * Starts `gsw <command> <args>` from the repository root with the permissions its deno.json
+ * task gives it; `env` is added to this process's environment.
+ */
+export function spawnGsw(
+  command: string,
+  args: string[] = [],
+  name = command,
+  env: Record<string, string> = {},
+): Proc {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...taskArgs(command), ...args],
+    cwd: REPO,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  return new Proc(name, child);
 }
 
 export interface PipelineOptions {
@@ -158,16 +268,9 @@ export class Pipeline implements AsyncDisposable {
     return new Pipeline(dir, runDir, configPath, parseConfig(text, configPath), ports);
   }
 
-  /** Starts a gsw command (decom, broker, logger, subscribe, …) as the tasks would. */
+  /** Starts a gsw command (decom, broker, logger, subscribe, …) on this run directory. */
   spawn(command: string, args: string[] = [], name = command): Proc {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [...taskArgs(command), ...args],
-      env: { GSW_RUN_DIR: this.runDir, NO_COLOR: "1" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const proc = new Proc(name, child);
+    const proc = spawnGsw(command, args, name, { GSW_RUN_DIR: this.runDir });
     this.procs.push(proc);
     return proc;
   }
@@ -266,8 +369,7 @@ export class Pipeline implements AsyncDisposable {
 
   /** Kills every process it started (SIGKILL) and removes its files. */
   async [Symbol.asyncDispose](): Promise<void> {
-    for (const p of this.procs) p.kill("SIGKILL");
-    await Promise.allSettled(this.procs.map((p) => p.status));
+    await Promise.allSettled(this.procs.map((p) => p.stop("SIGKILL")));
     this.#sender?.close();
     this.#batch?.close();
     Deno.removeSync(this.dir, { recursive: true });
@@ -284,7 +386,9 @@ export async function eventually<T>(
   for (;;) {
     const v = check();
     if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
     await new Promise((r) => setTimeout(r, 10));
   }
 }
