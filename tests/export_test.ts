@@ -3,10 +3,11 @@ import assert from "node:assert/strict";
 import { type Config, decodeValue, parseConfig, type RawValue } from "../config/mod.ts";
 import { encodeLog, type LogRecord } from "../logger/format.ts";
 import { createSimState, makePacket, PHASES } from "../sim/generate.ts";
-import { Proc, ROOT, runTask, tempDir } from "./logger_helpers.ts";
+import { REPO, spawn } from "./helpers/pipeline.ts";
+import { runTask, tempDir } from "./logger_helpers.ts";
 
 const T0 = 1_760_000_000_000_000_000n;
-const CONFIG_FILE = `${ROOT}examples/rocket.yaml`;
+const CONFIG_FILE = `${REPO}/examples/rocket.yaml`;
 const CONFIG_BYTES = await Deno.readFile(CONFIG_FILE);
 const CONFIG = parseConfig(CONFIG_BYTES, CONFIG_FILE);
 
@@ -243,8 +244,8 @@ Deno.test("export CLI: help, usage errors (exit 2), missing log (exit 1), --outp
   assert.match(refused.stderr, /has no write permission\. Redirect stdout instead/);
   const line = refused.stderr.split("\n").find((l) => l.startsWith("  deno run "))!;
   assert.ok(line, refused.stderr);
-  const p = new Proc(line.trim().split(" ").slice(1), { cwd: dir.path });
-  assert.equal((await p.wait()).code, 0, p.stderr);
+  const p = spawn("export", line.trim().split(" ").slice(1), { cwd: dir.path });
+  assert.equal((await p.status).code, 0, p.stderr.text);
   const csv = await Deno.readTextFile(out);
   assert.equal(csv.trimEnd().split("\n").length, 101);
 });

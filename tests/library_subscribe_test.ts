@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { type LinkStatus, subscribe, SubscribeError, type Update } from "../mod.ts";
 import { realtimeNs } from "../ffi/mod.ts";
-import { eventually, LIBRARY, Proc, REPO, spawnGsw } from "./helpers/pipeline.ts";
+import { eventually, LIBRARY, REPO, spawn, spawnGsw } from "./helpers/pipeline.ts";
 import { MODES, SubscribePipeline, valuesFor } from "./helpers/subscribe_pipeline.ts";
 
 const ALL = ["COUNTER", "ALTITUDE", "BIG", "MODE", "LABEL", "BOARD_TEMP"];
@@ -311,27 +311,20 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
       );
       const home = await Deno.makeTempDir({ prefix: "gsw-sub-url-" });
       const origin = `127.0.0.1:${server.addr.port}`;
-      const watch = new Proc(
-        "watch",
-        new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            `--allow-import=${origin}`,
-            `--allow-ffi=${LIBRARY}`,
-            "--allow-env=GSW_LIB,GSW_RUN_DIR,XDG_RUNTIME_DIR,HOME",
-            "--no-prompt",
-            `http://${origin}/examples/watch.ts`,
-            "COUNTER",
-            "MODE",
-          ],
-          // Outside the repository, with its own cache: nothing local to lean on.
-          cwd: home,
-          env: { GSW_LIB: LIBRARY, GSW_RUN_DIR: p.runDir, DENO_DIR: `${home}/cache` },
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn(),
-      );
+      const watch = spawn("watch", [
+        "run",
+        `--allow-import=${origin}`,
+        `--allow-ffi=${LIBRARY}`,
+        "--allow-env=GSW_LIB,GSW_RUN_DIR,XDG_RUNTIME_DIR,HOME",
+        "--no-prompt",
+        `http://${origin}/examples/watch.ts`,
+        "COUNTER",
+        "MODE",
+      ], {
+        // Outside the repository, with its own cache: nothing local to lean on.
+        cwd: home,
+        env: { GSW_LIB: LIBRARY, GSW_RUN_DIR: p.runDir, DENO_DIR: `${home}/cache` },
+      });
       try {
         const i = ++packet;
         const sender = setInterval(() => p.send(valuesFor(i)), 50);

@@ -1,14 +1,13 @@
 /** The logger's command line: help, bad arguments, permissions, and a second logger refused. */
 import assert from "node:assert/strict";
+import { spawn } from "./helpers/pipeline.ts";
 import {
   FakeDecom,
+  listening,
   numbered,
-  Proc,
-  ROOT,
   runDirs,
   runTask,
   startLogger,
-  taskArgs,
   tempDir,
 } from "./logger_helpers.ts";
 import { readAll } from "../logger/format.ts";
@@ -55,14 +54,14 @@ Deno.test("logger CLI: a log dir outside ./logs prints the deno run line that wo
   assert.ok(!(await Deno.stat(logDir).catch(() => null)), "nothing was created");
 
   // The printed line, run from another directory, works.
-  const logger = new Proc(line.trim().split(" ").slice(1), { cwd: dir.path });
+  const logger = spawn("logger", line.trim().split(" ").slice(1), { cwd: dir.path });
   const decom = new FakeDecom(0, `${runDir}/logger.sock`);
   try {
-    await logger.waitFor(/listening on /);
+    await listening(logger);
     assert.ok(decom.tryConnect());
     decom.forward([{ payload: numbered(1, 10), dstPort: 45001, timeNs: 1n }]);
     await decom.drain();
-    assert.equal((await logger.stop()).code, 0, logger.stderr);
+    assert.equal((await logger.stop()).code, 0, logger.stderr.text);
     const [run] = await runDirs(logDir);
     assert.equal((await readAll([`${run}/gsw-0001.gswlog`])).records.length, 1);
   } finally {
@@ -77,15 +76,9 @@ Deno.test("logger CLI: a second logger on the same run directory is refused, the
   const logDir = `${dir.path}/logs`;
   const first = await startLogger(runDir, logDir);
   try {
-    const second = await new Deno.Command(Deno.execPath(), {
-      args: [...taskArgs("logger", logDir), "--run-dir", runDir, "--log-dir", logDir],
-      cwd: ROOT,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(second.stderr);
-    assert.equal(second.code, 1, stderr);
-    assert.match(stderr, /another process is already serving \S+logger\.sock/);
+    const second = await runTask("logger", ["--run-dir", runDir, "--log-dir", logDir], logDir);
+    assert.equal(second.code, 1, second.stderr);
+    assert.match(second.stderr, /another process is already serving \S+logger\.sock/);
     assert.equal((await runDirs(logDir)).length, 1, "the refused logger leaves no run behind");
     // The first one still has its socket and still records.
     const decom = new FakeDecom(0, `${runDir}/logger.sock`);
@@ -96,8 +89,8 @@ Deno.test("logger CLI: a second logger on the same run directory is refused, the
     } finally {
       decom.close();
     }
-    assert.equal((await first.stop()).code, 0, first.stderr);
-    assert.match(first.stdout, /stopped\. 1 file, 1 record, /);
+    assert.equal((await first.stop()).code, 0, first.stderr.text);
+    assert.match(first.stdout.text, /stopped\. 1 file, 1 record, /);
   } finally {
     await first.stop("SIGKILL");
   }

@@ -4,33 +4,23 @@
  */
 import assert from "node:assert/strict";
 import { readAll, recordLength } from "../logger/format.ts";
+import { eventually, type Proc, sleep, spawn, taskArgs } from "./helpers/pipeline.ts";
 import {
+  exists,
   FakeDecom,
+  listening,
   logFilesIn,
   numbered,
-  Proc,
   runDirs,
   seqOf,
-  sleep,
   startLogger,
-  taskArgs,
   tempDir,
-  until,
 } from "./logger_helpers.ts";
 
 const T0 = 1_760_000_000_000_000_000n;
 
 function range(from: number, to: number): number[] {
   return Array.from({ length: to - from }, (_, i) => from + i);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 Deno.test("logger: SIGKILL mid-stream keeps a gapless prefix; a restart takes the stream over", async () => {
@@ -59,7 +49,7 @@ Deno.test("logger: SIGKILL mid-stream keeps a gapless prefix; a restart takes th
       sendSome();
       await sleep(1);
     }
-    first.child.kill("SIGKILL");
+    first.kill("SIGKILL");
     // Keep streaming: decom notices the loss on its next send, then buffers.
     let sentAtLoss: number | undefined;
     for (let i = 0; i < 100; i++) {
@@ -68,15 +58,19 @@ Deno.test("logger: SIGKILL mid-stream keeps a gapless prefix; a restart takes th
       if (sentAtLoss === undefined && !stats.connected) sentAtLoss = stats.sent;
       await sleep(1);
     }
-    assert.equal((await first.wait()).signal, "SIGKILL");
+    assert.equal((await first.status).signal, "SIGKILL");
     assert.ok(sentAtLoss !== undefined, "decom noticed the logger had gone");
     assert.ok(await exists(sock), "SIGKILL leaves the socket file behind");
 
     second = await startLogger(runDir, logDir);
-    await until(() => decom.tryConnect(), 5000, "decom reconnecting to the new logger");
+    await eventually(
+      "decom reconnecting to the new logger",
+      () => decom.tryConnect() || undefined,
+      5000,
+    );
     for (let i = 0; i < 50; i++) sendSome();
     await decom.drain();
-    assert.equal((await second.stop()).code, 0, second.stderr);
+    assert.equal((await second.stop()).code, 0, second.stderr.text);
     assert.equal(decom.queue.stats().dropped, 0);
 
     const runs = await runDirs(logDir);
@@ -113,7 +107,7 @@ Deno.test("logger: a write failure (file size limit) is reported, and no record 
   const logDir = `${dir.path}/logs`;
   // RLIMIT_FSIZE of 64 KiB makes writes past it fail with EFBIG (SIGXFSZ ignored), the way a
   // full disk makes them fail with ENOSPC, without needing a small file system.
-  const logger = new Proc([
+  const logger = spawn("logger", [
     "-c",
     'trap "" XFSZ; ulimit -f 64; exec "$0" "$@"',
     Deno.execPath(),
@@ -125,7 +119,7 @@ Deno.test("logger: a write failure (file size limit) is reported, and no record 
   ], { cmd: "bash" });
   const decom = new FakeDecom(0, `${runDir}/logger.sock`);
   try {
-    await logger.waitFor(/listening on /);
+    await listening(logger);
     assert.ok(decom.tryConnect());
     const n = 1500;
     for (let s = 0; s < n; s += 10) {
@@ -145,23 +139,24 @@ Deno.test("logger: a write failure (file size limit) is reported, and no record 
       records = (await readAll(await logFilesIn(run))).records.length;
       await sleep(100);
     }
-    assert.equal(records, n, logger.stderr);
-    assert.equal((await logger.stop()).code, 0, logger.stderr);
+    assert.equal(records, n, logger.stderr.text);
+    assert.equal((await logger.stop()).code, 0, logger.stderr.text);
     const files = await logFilesIn(run);
     const all = await readAll(files);
     assert.deepEqual(all.records.map((r) => seqOf(r.payload)), range(0, n));
     assert.equal(all.stats.corrupt + all.stats.truncated, 0, all.stats.problems.join("\n"));
     assert.ok(files.length >= 5, `${n} × 240 bytes need 6 files of 64 KiB, got ${files.length}`);
     for (const f of files) assert.ok((await Deno.stat(f)).size <= 64 * 1024);
-    const failures = logger.stderr.match(/cannot write \S+gsw-\d+\.gswlog: File too large/g) ?? [];
-    assert.ok(failures.length >= 1, logger.stderr);
+    const stderr = logger.stderr.text;
+    const failures = stderr.match(/cannot write \S+gsw-\d+\.gswlog: File too large/g) ?? [];
+    assert.ok(failures.length >= 1, stderr);
     assert.equal(
-      (logger.stderr.match(/writing works again/g) ?? []).length,
+      (stderr.match(/writing works again/g) ?? []).length,
       failures.length,
       "every failure is followed by recovery",
     );
-    assert.doesNotMatch(logger.stderr, /internal error|\n\s+at /, "no stack traces");
-    assert.match(logger.stdout, new RegExp(`${files.length} files, ${n} records`));
+    assert.doesNotMatch(stderr, /internal error|\n\s+at /, "no stack traces");
+    assert.match(logger.stdout.text, new RegExp(`${files.length} files, ${n} records`));
   } finally {
     decom.close();
     await logger.stop("SIGKILL");

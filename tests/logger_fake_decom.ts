@@ -3,7 +3,8 @@
  * given, sends N numbered records tagged with a source index, says so, then waits to be killed.
  * Usage: logger_fake_decom.ts SOCKET SOURCE N
  */
-import { FakeDecom, numbered, sleep } from "./logger_helpers.ts";
+import { sleep } from "./helpers/pipeline.ts";
+import { FakeDecom, numbered } from "./logger_helpers.ts";
 
 // Guarded: `deno test tests/logger_*.ts` imports this file too.
 if (import.meta.main) {

@@ -1,96 +1,19 @@
 /**
- * Shared by the logger, replay and export tests: the commands' own task permissions, child
- * processes that are always cleaned up, and a stand-in decom that frames datagrams through the
- * native log queue exactly as `Batch.recv` + `LogQueue.forward` do in decom.
+ * Shared by the logger, replay and export tests, on helpers/pipeline.ts: the logger started with
+ * its task's permissions, commands run to completion, and a stand-in decom that frames datagrams
+ * through the native log queue exactly as `Batch.recv` + `LogQueue.forward` do in decom.
  */
 import assert from "node:assert/strict";
 import { LogQueue, META_LEN } from "../ffi/mod.ts";
 import type { LogRecord } from "../logger/format.ts";
-import denoConfig from "../deno.json" with { type: "json" };
+import { eventually, type Proc, spawnGsw } from "./helpers/pipeline.ts";
 
-export const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
-
-/**
- * The `deno run` arguments of a deno.json task (`logger`, `replay`, `export`), with the write
- * permission, if any, moved to `writeDir`: tests run with exactly the task's permissions.
- */
-export function taskArgs(
-  task: "logger" | "replay" | "export" | "decom",
-  writeDir?: string,
-): string[] {
-  const words = denoConfig.tasks[task].split(/\s+/);
-  assert.equal(words[0], "deno");
-  return words.slice(1).map((w) =>
-    writeDir !== undefined && w.startsWith("--allow-write=") ? `--allow-write=${writeDir}` : w
-  );
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Polls `condition` every 10 ms; throws with `what` after `ms`. */
-export async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-/** A child process whose output is collected as it comes; `stop()` always reaps it. */
-export class Proc {
-  readonly child: Deno.ChildProcess;
-  stdout = "";
-  stderr = "";
-  readonly #done: Promise<Deno.CommandStatus>;
-  status: Deno.CommandStatus | undefined;
-
-  constructor(args: string[], opts: { cwd?: string; cmd?: string } = {}) {
-    this.child = new Deno.Command(opts.cmd ?? Deno.execPath(), {
-      args,
-      cwd: opts.cwd ?? ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const collect = async (stream: ReadableStream<Uint8Array>, to: "stdout" | "stderr") => {
-      const decoder = new TextDecoder();
-      for await (const chunk of stream) this[to] += decoder.decode(chunk, { stream: true });
-    };
-    const out = collect(this.child.stdout, "stdout");
-    const err = collect(this.child.stderr, "stderr");
-    this.#done = Promise.all([out, err]).then(() => this.child.status).then((s) => {
-      this.status = s;
-      return s;
-    });
-  }
-
-  async waitFor(re: RegExp, ms = 15000): Promise<void> {
-    await until(
-      () => re.test(this.stdout) || this.status !== undefined,
-      ms,
-      `${re} in output\n${this.stdout}\n${this.stderr}`,
-    );
-    if (!re.test(this.stdout)) {
-      throw new Error(`exited before printing ${re}:\n${this.stdout}\n${this.stderr}`);
-    }
-  }
-
-  /** Sends `signal` (if still running) and waits for the exit. */
-  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
-    if (this.status === undefined) {
-      try {
-        this.child.kill(signal);
-      } catch {
-        // Already gone.
-      }
-    }
-    return await this.#done;
-  }
-
-  wait(): Promise<Deno.CommandStatus> {
-    return this.#done;
+/** Waits until the logger `p` says it listens (stderr in the error if it never does). */
+export async function listening(p: Proc): Promise<void> {
+  try {
+    await p.stdout.waitFor(/listening on /);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\nstderr:\n${p.stderr.text}`);
   }
 }
 
@@ -100,32 +23,31 @@ export async function startLogger(
   logDir: string,
   extra: string[] = [],
 ): Promise<Proc> {
-  const p = new Proc([
-    ...taskArgs("logger", logDir),
-    "--run-dir",
-    runDir,
-    "--log-dir",
-    logDir,
-    ...extra,
-  ]);
-  await p.waitFor(/listening on /);
+  const p = spawnGsw("logger", ["--run-dir", runDir, "--log-dir", logDir, ...extra], "logger", {
+    writeDir: logDir,
+  });
+  await listening(p);
   return p;
 }
 
-/** Runs a command to completion with the task's permissions. */
+/** Runs a command to completion with the task's permissions (writes, if any, in `writeDir`). */
 export async function runTask(
   task: "logger" | "replay" | "export",
   args: string[],
+  writeDir?: string,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [...taskArgs(task), ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const d = new TextDecoder();
-  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+  const p = spawnGsw(task, args, task, { writeDir });
+  const { code } = await p.status;
+  return { code, stdout: p.stdout.text, stderr: p.stderr.text };
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A datagram to send through a `FakeDecom`. */
@@ -185,11 +107,9 @@ export class FakeDecom {
 
   /** Flushes until nothing is buffered (the logger must be connected). */
   async drain(ms = 10000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (this.queue.flush() > 0) {
-      if (Date.now() > deadline) throw new Error("the logger did not take the queued records");
-      await sleep(5);
-    }
+    await eventually("the logger to take the queued records", () => {
+      return this.queue.flush() === 0 || undefined;
+    }, ms);
   }
 
   close(): void {

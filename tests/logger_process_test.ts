@@ -9,21 +9,19 @@ import { UnixConnection } from "../ffi/mod.ts";
 import { type LogRecord, readAll, recordLength } from "../logger/format.ts";
 import { encodeHello } from "../logger/queue.ts";
 import denoConfig from "../deno.json" with { type: "json" };
+import { eventually, LIBRARY, type Proc, REPO, sleep, spawn } from "./helpers/pipeline.ts";
 import {
   type Datagram,
+  exists,
   expectedRecord,
   FakeDecom,
   logFilesIn,
   numbered,
-  Proc,
-  ROOT,
   runDirs,
   seqOf,
-  sleep,
   startLogger,
   strip,
   tempDir,
-  until,
 } from "./logger_helpers.ts";
 
 const T0 = 1_760_000_000_000_000_000n;
@@ -56,15 +54,6 @@ async function readRuns(logDir: string) {
   return out;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test("logger: records exactly what decom forwards, with the config copied and named", async () => {
   await using dir = await tempDir("logger");
   const runDir = `${dir.path}/run`;
@@ -84,9 +73,9 @@ Deno.test("logger: records exactly what decom forwards, with the config copied a
     }
     await decom.drain();
     const status = await logger.stop("SIGTERM");
-    assert.equal(status.code, 0, logger.stderr);
+    assert.equal(status.code, 0, logger.stderr.text);
     assert.match(
-      logger.stdout,
+      logger.stdout.text,
       new RegExp(
         `logger: stopped\\. 1 file, ${sent.length} records, .* 1 decom connection, 0 errors`,
       ),
@@ -105,7 +94,7 @@ Deno.test("logger: records exactly what decom forwards, with the config copied a
     assert.ok(run.records.some((r) => r.truncated && r.origLength > r.payload.length));
 
     // The log says which config decodes it, and carries that exact file.
-    const original = await Deno.readFile(`${ROOT}examples/rocket.yaml`);
+    const original = await Deno.readFile(`${REPO}/examples/rocket.yaml`);
     const copy = await Deno.readFile(`${run.run}/config.yaml`);
     assert.deepEqual(copy, original);
     const h = run.headers[0].header;
@@ -140,7 +129,7 @@ Deno.test("logger: started after decom buffered, it still gets every record in o
     await decom.drain();
     for (let b = 0; b < 50; b++) decom.forward([datagram(seq++, 45002)]);
     await decom.drain();
-    assert.equal((await logger.stop("SIGINT")).code, 0, logger.stderr);
+    assert.equal((await logger.stop("SIGINT")).code, 0, logger.stderr.text);
     const [run] = await readRuns(logDir);
     assert.deepEqual(run.records.map((r) => seqOf(r.payload)), expectedSeqs(0, 150));
     assert.equal(decom.queue.stats().dropped, 0);
@@ -167,7 +156,7 @@ Deno.test("logger: rotates at the size limit, between records, and numbers the f
       }));
     }
     await decom.drain();
-    assert.equal((await logger.stop()).code, 0, logger.stderr);
+    assert.equal((await logger.stop()).code, 0, logger.stderr.text);
     const [run] = await readRuns(logDir);
     assert.ok(run.files.length >= 20, `400 records of 1040 bytes in ${run.files.length} files`);
     run.files.forEach((f, i) =>
@@ -183,7 +172,10 @@ Deno.test("logger: rotates at the size limit, between records, and numbers the f
     }
     assert.deepEqual(run.records.map((r) => seqOf(r.payload)), sent);
     assert.equal(run.stats.corrupt + run.stats.truncated, 0);
-    assert.match(logger.stdout, new RegExp(`stopped\\. ${run.files.length} files, 400 records`));
+    assert.match(
+      logger.stdout.text,
+      new RegExp(`stopped\\. ${run.files.length} files, 400 records`),
+    );
   } finally {
     decom.close();
     await logger.stop("SIGKILL");
@@ -198,19 +190,19 @@ Deno.test("logger: several decoms at once, leaving, coming back and crashing", a
   const sock = `${runDir}/logger.sock`;
   const decoms = [0, 1, 2].map((s) => new FakeDecom(s, sock));
   // A decom in its own process that is SIGKILLed after sending 300 records.
-  const crasher = new Proc([
+  const crasher = spawn("fake decom", [
     "run",
-    `--allow-ffi=${ROOT}target/release/libgsw.so`,
+    `--allow-ffi=${LIBRARY}`,
     "--allow-read",
     "--ignore-env=LOG_TOKENS,LOG_STREAM",
-    `${ROOT}tests/logger_fake_decom.ts`,
+    `${REPO}/tests/logger_fake_decom.ts`,
     sock,
     "3",
     "300",
   ]);
   try {
     decoms.forEach((d) => assert.ok(d.tryConnect()));
-    await crasher.waitFor(/^sent 300\n/);
+    await crasher.stdout.waitFor(/^sent 300$/);
     const seqs = [0, 0, 0];
     const next = (s: number) => datagram(s * 100000 + seqs[s]++, 45001 + s);
     for (let round = 0; round < 60; round++) {
@@ -225,12 +217,12 @@ Deno.test("logger: several decoms at once, leaving, coming back and crashing", a
       }
     }
     await Promise.all(decoms.map((d) => d.drain()));
-    await until(
-      () => (logger.stdout.match(/disconnected/g) ?? []).length >= 2,
-      5000,
+    await eventually(
       "disconnects",
+      () => (logger.stdout.text.match(/disconnected/g) ?? []).length >= 2 || undefined,
+      5000,
     );
-    assert.equal((await logger.stop("SIGTERM")).code, 0, logger.stderr);
+    assert.equal((await logger.stop("SIGTERM")).code, 0, logger.stderr.text);
     const [run] = await readRuns(logDir);
     for (let s = 0; s < 3; s++) {
       const mine = run.records.filter((r) => r.source === s);
@@ -239,8 +231,8 @@ Deno.test("logger: several decoms at once, leaving, coming back and crashing", a
     }
     const crashed = run.records.filter((r) => r.source === 3);
     assert.deepEqual(crashed.map((r) => seqOf(r.payload)), [...Array(300).keys()]);
-    assert.match(logger.stdout, /decom pid \d+ \(source #3\) disconnected after 300 records/);
-    assert.match(logger.stdout, /5 decom connections, 0 errors/);
+    assert.match(logger.stdout.text, /decom pid \d+ \(source #3\) disconnected after 300 records/);
+    assert.match(logger.stdout.text, /5 decom connections, 0 errors/);
   } finally {
     decoms.forEach((d) => d.close());
     await crasher.stop("SIGKILL");
@@ -288,18 +280,18 @@ Deno.test("logger: malformed messages are refused and counted; the stream goes o
     decom.forward([datagram(1, 45001)]);
     await decom.drain();
     await sleep(200);
-    assert.equal((await logger.stop()).code, 0, logger.stderr);
+    assert.equal((await logger.stop()).code, 0, logger.stderr.text);
     const [run] = await readRuns(logDir);
     // Connections are served as they become ready: order only holds within one.
     const fromDecom = run.records.filter((r) => r.dstPort === 45001);
     assert.deepEqual(fromDecom.map((r) => seqOf(r.payload)), [0, 1]);
     const fromStranger = run.records.filter((r) => r.dstPort !== 45001);
     assert.deepEqual(fromStranger.map((r) => [r.dstPort, ...r.payload]), [[45009, 1, 2, 3]]);
-    assert.match(logger.stderr, /without the GSWQ magic/);
-    assert.match(logger.stderr, /queue message version 9, this logger reads 1/);
-    assert.match(logger.stderr, /record 1 of 2 runs past its message/);
-    assert.match(logger.stderr, /refused 5 malformed messages/);
-    assert.match(logger.stdout, /3 records, .* 5 errors/);
+    assert.match(logger.stderr.text, /without the GSWQ magic/);
+    assert.match(logger.stderr.text, /queue message version 9, this logger reads 1/);
+    assert.match(logger.stderr.text, /record 1 of 2 runs past its message/);
+    assert.match(logger.stderr.text, /refused 5 malformed messages/);
+    assert.match(logger.stdout.text, /3 records, .* 5 errors/);
   } finally {
     stranger.close();
     decom.close();
@@ -312,7 +304,7 @@ Deno.test("logger: a decom decoding with another config is named; its packets ar
   const runDir = `${dir.path}/run`;
   const logDir = `${dir.path}/logs`;
   const logger = await startLogger(runDir, logDir);
-  const rocket = parseConfig(await Deno.readFile(`${ROOT}examples/rocket.yaml`), "rocket.yaml");
+  const rocket = parseConfig(await Deno.readFile(`${REPO}/examples/rocket.yaml`), "rocket.yaml");
   const same = new FakeDecom(0, `${runDir}/logger.sock`);
   const other = new FakeDecom(1, `${runDir}/logger.sock`);
   const garbled = new FakeDecom(0, `${runDir}/logger.sock`);
@@ -332,16 +324,16 @@ Deno.test("logger: a decom decoding with another config is named; its packets ar
     other.forward([datagram(2, 45002)]);
     garbled.forward([datagram(3, 45003)]);
     for (const d of [same, other, garbled]) await d.drain();
-    await until(() => /vehicles\/v2\.yaml/.test(logger.stderr), 5000, "the mismatch named");
+    await logger.stderr.waitFor(/vehicles\/v2\.yaml/, 5000);
     await sleep(100);
-    assert.equal((await logger.stop()).code, 0, logger.stderr);
+    assert.equal((await logger.stop()).code, 0, logger.stderr.text);
 
     const [run] = await readRuns(logDir);
     const seqs = (port: number) =>
       run.records.filter((r) => r.dstPort === port).map((r) => seqOf(r.payload));
     assert.deepEqual([seqs(45001), seqs(45002), seqs(45003)], [[0], [1, 2], [3]]);
     assert.match(
-      logger.stderr,
+      logger.stderr.text,
       new RegExp(
         `decom pid \\d+ \\(source ${hello.source}\\) decodes with vehicles/v2\\.yaml ` +
           `\\(rocket, sha256 abababababab\\), but this logger records .*rocket\\.yaml ` +
@@ -349,10 +341,10 @@ Deno.test("logger: a decom decoding with another config is named; its packets ar
           `vehicles/v2\\.yaml`,
       ),
     );
-    assert.equal(logger.stderr.match(/decodes with/g)?.length, 1, "only the other config");
-    assert.match(logger.stderr, /a hello that is not UTF-8 JSON/);
-    assert.match(logger.stderr, /1 decom connection decoded with another config/);
-    assert.match(logger.stdout, /4 records, .* 3 decom connections, 2 errors/);
+    assert.equal(logger.stderr.text.match(/decodes with/g)?.length, 1, "only the other config");
+    assert.match(logger.stderr.text, /a hello that is not UTF-8 JSON/);
+    assert.match(logger.stderr.text, /1 decom connection decoded with another config/);
+    assert.match(logger.stdout.text, /4 records, .* 3 decom connections, 2 errors/);
   } finally {
     for (const d of [same, other, garbled]) d.close();
     await logger.stop("SIGKILL");

@@ -3,32 +3,13 @@
  * to a real logger, gives back the same datagrams on the same ports, in order per port.
  */
 import assert from "node:assert/strict";
-import { UdpSocket } from "../ffi/mod.ts";
 import { encodeLog, type LogRecord, readAll } from "../logger/format.ts";
-import {
-  logFilesIn,
-  numbered,
-  Proc,
-  runDirs,
-  startLogger,
-  taskArgs,
-  tempDir,
-  until,
-} from "./logger_helpers.ts";
-
-/** Two loopback ports free right now (bound and released). */
-function freePorts(): [number, number] {
-  const a = new UdpSocket({ bind: "127.0.0.1", port: 0 });
-  const b = new UdpSocket({ bind: "127.0.0.1", port: 0 });
-  const ports: [number, number] = [a.port, b.port];
-  a.close();
-  b.close();
-  return ports;
-}
+import { freePorts, spawnGsw } from "./helpers/pipeline.ts";
+import { logFilesIn, numbered, runDirs, startLogger, tempDir } from "./logger_helpers.ts";
 
 Deno.test("replay → decom → logger gives back every datagram, per port, byte for byte", async () => {
   await using dir = await tempDir("replay-pipeline");
-  const [p1, p2] = freePorts();
+  const [p1, p2] = freePorts(2);
   const config = `${dir.path}/vehicle.yaml`;
   await Deno.writeTextFile(
     config,
@@ -76,13 +57,13 @@ telemetry_packets:
   const runDir = `${dir.path}/run`;
   const logDir = `${dir.path}/logs`;
   const logger = await startLogger(runDir, logDir, ["--config", config]);
-  const decom = new Proc([...taskArgs("decom"), "--config", config, "--run-dir", runDir]);
+  const decom = spawnGsw("decom", ["--config", config, "--run-dir", runDir]);
   try {
-    await until(() => /decom connected/.test(logger.stdout), 15000, "decom connecting");
-    await until(() => /serving /.test(decom.stdout + decom.stderr), 15000, "decom serving");
-    const replay = new Proc([...taskArgs("replay"), original, "--speed", "8"]);
-    assert.equal((await replay.wait()).code, 0, replay.stderr);
-    assert.match(replay.stdout, /sent 400 packets/);
+    await logger.stdout.waitFor(/decom connected/, 15000);
+    await decom.waitFor(/serving /, 15000);
+    const replay = spawnGsw("replay", [original, "--speed", "8"]);
+    assert.equal((await replay.status).code, 0, replay.stderr.text);
+    assert.match(replay.stdout.text, /sent 400 packets/);
     // Decom forwards as it receives; wait until all 400 are on disk.
     const [run] = await runDirs(logDir);
     let got: LogRecord[] = [];
@@ -102,5 +83,5 @@ telemetry_packets:
     await decom.stop("SIGINT");
     await logger.stop("SIGINT");
   }
-  assert.match(decom.stdout + decom.stderr, /\b400 datagrams\b/);
+  assert.match(decom.stdout.text + decom.stderr.text, /\b400 datagrams\b/);
 });

@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { Batch, META_LEN, UdpSocket } from "../ffi/mod.ts";
 import { encodeLog, type FileHeader, type LogRecord, recordLength } from "../logger/format.ts";
-import { numbered, Proc, runTask, seqOf, sleep, taskArgs, tempDir } from "./logger_helpers.ts";
+import { type Proc, sleep, spawnGsw } from "./helpers/pipeline.ts";
+import { numbered, runTask, seqOf, tempDir } from "./logger_helpers.ts";
 
 const T0 = 1_760_000_000_000_000_000n;
 const HEADER: Omit<FileHeader, "version" | "clock"> = {
@@ -56,12 +57,12 @@ class Receiver implements Disposable {
 
 /** Runs replay with the task's permissions while the receivers drain their sockets. */
 async function replay(args: string[], receivers: Receiver[]): Promise<Proc> {
-  const p = new Proc([...taskArgs("replay"), ...args]);
-  while (p.status === undefined) {
+  const p = spawnGsw("replay", args);
+  while (p.exited === null) {
     receivers.forEach((r) => r.poll());
     await sleep(1);
   }
-  await p.wait();
+  await p.status;
   await sleep(50); // the last datagrams are already queued on loopback
   receivers.forEach((r) => r.poll());
   return p;
@@ -104,7 +105,7 @@ Deno.test("replay: every payload reaches its recorded port (+ offset) byte for b
   await Deno.writeFile(file, bytes);
 
   const p = await replay([file, "--as-fast-as-possible", "--port-offset", String(offset)], [a, b]);
-  assert.equal(p.status!.code, 0, p.stderr);
+  assert.equal(p.exited!.code, 0, p.stderr.text);
   const expected = records.filter((_, i) => i !== 20 && i !== 601);
   const want = (r: Receiver) =>
     expected.filter((e) => e.dstPort + offset === r.port).map((e) =>
@@ -117,12 +118,12 @@ Deno.test("replay: every payload reaches its recorded port (+ offset) byte for b
     assert.deepEqual(r.got.map((g) => g.payload), want(r), `port ${r.port}`);
   }
   assert.match(
-    p.stdout,
+    p.stdout.text,
     /^replay: sent 600 packets \(.+\) to 127\.0\.0\.1 \(ports \+1000\) from 1 file/,
   );
-  assert.match(p.stdout, /truncated records sent zero-filled to their original length: 1\n/);
-  assert.match(p.stdout, /records skipped because their port plus offset is not 1–65535: 1\n/);
-  assert.match(p.stdout, /damaged regions skipped: 1 \(1\.1 kB\)\n/);
+  assert.match(p.stdout.text, /truncated records sent zero-filled to their original length: 1\n/);
+  assert.match(p.stdout.text, /records skipped because their port plus offset is not 1–65535: 1\n/);
+  assert.match(p.stdout.text, /damaged regions skipped: 1 \(1\.1 kB\)\n/);
 });
 
 Deno.test("replay: --speed paces the records, in order and complete", async () => {
@@ -133,7 +134,7 @@ Deno.test("replay: --speed paces the records, in order and complete", async () =
   const file = `${dir.path}/paced.gswlog`;
   await Deno.writeFile(file, encodeLog(HEADER, records));
   const p = await replay([file, "--speed", "2"], [r]);
-  assert.equal(p.status!.code, 0, p.stderr);
+  assert.equal(p.exited!.code, 0, p.stderr.text);
   assert.deepEqual(r.got.map((g) => seqOf(g.payload)), [...Array(40).keys()]);
   // Pacing can only make it later than scheduled, never earlier: a lower bound is safe to
   // assert on a busy machine (an upper bound would not be).
@@ -141,7 +142,7 @@ Deno.test("replay: --speed paces the records, in order and complete", async () =
   assert.ok(spread >= 487.5 * 0.9, `39 gaps of 12.5 ms took ${spread.toFixed(0)} ms`);
   const half = r.got[20].at - r.got[0].at;
   assert.ok(half >= 250 * 0.9, `the first 20 gaps took ${half.toFixed(0)} ms`);
-  assert.match(p.stdout, /log time 1\.0 s, 2× speed/);
+  assert.match(p.stdout.text, /log time 1\.0 s, 2× speed/);
 });
 
 Deno.test("replay: time restarts at each run, so runs hours apart replay back to back", async () => {
@@ -161,10 +162,10 @@ Deno.test("replay: time restarts at each run, so runs hours apart replay back to
   );
   const started = performance.now();
   const p = await replay([`${dir.path}/a.gswlog`, `${dir.path}/b.gswlog`], [r]);
-  assert.equal(p.status!.code, 0, p.stderr);
+  assert.equal(p.exited!.code, 0, p.stderr.text);
   assert.deepEqual(r.got.map((g) => seqOf(g.payload)), [...Array(10).keys()]);
   assert.ok(performance.now() - started < 60_000, "did not wait out the hour between runs");
-  assert.match(p.stdout, /sent 10 packets .* from 2 files .*\(log time 0\.1 s/);
+  assert.match(p.stdout.text, /sent 10 packets .* from 2 files .*\(log time 0\.1 s/);
 });
 
 Deno.test("replay CLI: help, usage errors (exit 2), a missing or foreign log (exit 1)", async () => {

@@ -3,7 +3,7 @@
  * no socket in the run directory, nothing in /dev/shm.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { LIBRARY, MAIN, Pipeline } from "./helpers/pipeline.ts";
+import { Pipeline, REPO, taskArgs } from "./helpers/pipeline.ts";
 
 function shm(): string[] {
   try {
@@ -34,14 +34,7 @@ Deno.test("start runs sim → decom → broker (+ logger) and stops cleanly afte
   const logDir = `${p.dir}/logs`;
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
-      "run",
-      `--allow-ffi=${LIBRARY}`,
-      "--allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR,GSW_LIB,HOME",
-      "--ignore-env=LOG_TOKENS,LOG_STREAM",
-      "--allow-read",
-      "--allow-run=deno,cargo",
-      MAIN,
-      "start",
+      ...taskArgs("start"),
       "--config",
       p.configPath,
       "--run-dir",
@@ -52,6 +45,7 @@ Deno.test("start runs sim → decom → broker (+ logger) and stops cleanly afte
       "4",
       "--no-view",
     ],
+    cwd: REPO,
     stdout: "piped",
     stderr: "piped",
   }).output();

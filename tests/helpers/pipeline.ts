@@ -16,31 +16,50 @@ import {
   UnixConnection,
 } from "../../ffi/mod.ts";
 import type { ChannelsReply } from "../../control/protocol.ts";
+import denoConfig from "../../deno.json" with { type: "json" };
 
 export const REPO = decodeURIComponent(new URL("../..", import.meta.url).pathname).replace(
   /\/$/,
   "",
 );
 export const LIBRARY = `${REPO}/target/release/libgsw.so`;
-export const MAIN = `${REPO}/main.ts`;
 const EXAMPLE = `${REPO}/examples/rocket.yaml`;
 const EXAMPLE_PORTS = [45001, 45002, 45003, 45004];
 
-/** The permissions the deno.json tasks give each command (and never a prompt). */
-export function taskArgs(command: string): string[] {
-  const base = [
-    "run",
-    `--allow-ffi=${LIBRARY}`,
-    "--allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR,GSW_LIB,HOME",
-    "--ignore-env=LOG_TOKENS,LOG_STREAM",
-    "--allow-read",
+/** The deno.json tasks that run a gsw command (`deno run … main.ts <command>`). */
+export type GswTask =
+  | "start"
+  | "decom"
+  | "broker"
+  | "subscribe"
+  | "logger"
+  | "replay"
+  | "export"
+  | "sim"
+  | "check-config";
+
+/**
+ * The `deno run` arguments of a deno.json task, read from deno.json and run from REPO as the
+ * task is: tests run each command with exactly its task's permissions (and never a prompt). A
+ * write permission, where the task has one, is moved to `writeDir`.
+ */
+export function taskArgs(task: GswTask, writeDir?: string): string[] {
+  const [deno, run, ...words] = denoConfig.tasks[task].split(/\s+/);
+  if (deno !== "deno" || run !== "run") throw new Error(`task ${task} is not a deno run`);
+  return [
+    run,
     "--no-prompt",
+    ...words.map((w) =>
+      writeDir !== undefined && w.startsWith("--allow-write=") ? `--allow-write=${writeDir}` : w
+    ),
   ];
-  if (command === "logger") base.push("--allow-write");
-  return [...base, MAIN, command];
 }
 
-/** Four consecutive UDP ports that are free now (bound and released to check). */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** `n` consecutive UDP ports that are free now (bound and released to check). */
 export function freePorts(n = 4): number[] {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 20000 + Math.floor(Math.random() * 40000);
@@ -64,6 +83,7 @@ export class Lines {
   readonly lines: string[] = [];
   /** Resolves when every stream has ended. */
   readonly done: Promise<void>;
+  #text = "";
   #read = 0;
   #ended = false;
   #waiters: (() => void)[] = [];
@@ -87,7 +107,7 @@ export class Lines {
         rest += chunk;
         let nl;
         while ((nl = rest.indexOf("\n")) >= 0) {
-          this.#push(rest.slice(0, nl));
+          this.#push(rest.slice(0, nl), "\n");
           rest = rest.slice(nl + 1);
         }
         this.#wake();
@@ -95,12 +115,18 @@ export class Lines {
     } catch {
       // The stream broke off when the process was killed.
     }
-    if (rest) this.#push(rest);
+    if (rest) this.#push(rest, "");
     this.#wake();
   }
 
-  #push(line: string): void {
+  /** The output so far as written, newlines included (several streams: line by line). */
+  get text(): string {
+    return this.#text;
+  }
+
+  #push(line: string, end: string): void {
     this.lines.push(line);
+    this.#text += line + end;
     if (this.echo && Deno.env.get("GSW_TEST_ECHO")) console.error(`${this.echo}${line}`);
   }
 
@@ -213,25 +239,42 @@ export class Proc {
   }
 }
 
-/**
- * Starts `gsw <command> <args>` from the repository root with the permissions its deno.json
- * task gives it; `env` is added to this process's environment.
- */
-export function spawnGsw(
-  command: string,
-  args: string[] = [],
-  name = command,
-  env: Record<string, string> = {},
-): Proc {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [...taskArgs(command), ...args],
-    cwd: REPO,
-    env: { NO_COLOR: "1", ...env },
+export interface SpawnOptions {
+  /** The program; default: deno. */
+  cmd?: string;
+  /** Default: the repository root. */
+  cwd?: string;
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
+}
+
+/** Starts `cmd args` (no stdin) with its output collected. */
+export function spawn(name: string, args: string[], opts: SpawnOptions = {}): Proc {
+  const child = new Deno.Command(opts.cmd ?? Deno.execPath(), {
+    args,
+    cwd: opts.cwd ?? REPO,
+    env: opts.env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
   return new Proc(name, child);
+}
+
+/**
+ * Starts `gsw <command> <args>` from the repository root with the permissions its deno.json
+ * task gives it (writes, if any, allowed in `writeDir`); `env` is added to this process's
+ * environment.
+ */
+export function spawnGsw(
+  command: GswTask,
+  args: string[] = [],
+  name: string = command,
+  opts: { env?: Record<string, string>; writeDir?: string } = {},
+): Proc {
+  return spawn(name, [...taskArgs(command, opts.writeDir), ...args], {
+    env: { NO_COLOR: "1", ...opts.env },
+  });
 }
 
 export interface PipelineOptions {
@@ -268,9 +311,15 @@ export class Pipeline implements AsyncDisposable {
     return new Pipeline(dir, runDir, configPath, parseConfig(text, configPath), ports);
   }
 
-  /** Starts a gsw command (decom, broker, logger, subscribe, …) on this run directory. */
-  spawn(command: string, args: string[] = [], name = command): Proc {
-    const proc = spawnGsw(command, args, name, { GSW_RUN_DIR: this.runDir });
+  /**
+   * Starts a gsw command (decom, broker, logger, subscribe, …) on this run directory, allowed to
+   * write (if its task writes) only to the log directory, `logs` in this pipeline's directory.
+   */
+  spawn(command: GswTask, args: string[] = [], name: string = command): Proc {
+    const proc = spawnGsw(command, args, name, {
+      env: { GSW_RUN_DIR: this.runDir },
+      writeDir: `${this.dir}/logs`,
+    });
     this.procs.push(proc);
     return proc;
   }
@@ -301,21 +350,20 @@ export class Pipeline implements AsyncDisposable {
   }
 
   async waitForSocket(path: string, proc?: Proc, timeoutMs = 15000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
+    const there = () => {
       try {
         Deno.statSync(path);
-        return;
+        return true;
       } catch {
-        // Not there yet.
+        return undefined;
       }
-      await new Promise((r) => setTimeout(r, 20));
+    };
+    try {
+      await eventually(`a socket at ${path}`, there, timeoutMs);
+    } catch (e) {
+      if (!proc) throw e;
+      throw new Error(`${(e as Error).message}; ${proc.name} said:\n${proc.lines.join("\n")}`);
     }
-    throw new Error(
-      `no socket at ${path} after ${timeoutMs} ms${
-        proc ? `; ${proc.name} said:\n${proc.lines.join("\n")}` : ""
-      }`,
-    );
   }
 
   /** Sends datagrams to one port on 127.0.0.1, all of them, retrying while the buffer is full. */
@@ -342,7 +390,7 @@ export class Pipeline implements AsyncDisposable {
           port,
         );
         sent += n;
-        if (n === 0) await new Promise((r) => setTimeout(r, 1));
+        if (n === 0) await sleep(1);
       }
     }
   }
@@ -389,6 +437,6 @@ export async function eventually<T>(
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     }
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
   }
 }
