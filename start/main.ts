@@ -5,6 +5,7 @@
  */
 import { numberOption, parseCommand, runCommand, UserError } from "../cli/args.ts";
 import { loadCommandConfig } from "../cli/service.ts";
+import { textLines } from "../cli/lines.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { brokerSocket, decomSocket, loggerSocket, openRunDir } from "../control/rundir.ts";
 import { unlinkPath } from "../ffi/mod.ts";
@@ -19,7 +20,7 @@ const spec = {
 Runs the whole pipeline: the simulator (standing in for the vehicle), the logger, one decom
 per data source, the broker, and a live view of every measurement (value, unit, update
 rate, age; stale values and limit violations stand out). Builds the native library first
-if it is missing. Ctrl-C (or --duration) stops every process it started and removes their
+when it is missing or its Rust sources changed (cargo). Ctrl-C (or --duration) stops every process it started and removes their
 sockets.
 
 Other terminals can join the same pipeline meanwhile, e.g. deno task subscribe ALTITUDE.
@@ -75,30 +76,58 @@ async function socketAppears(
   }
 }
 
-/** Builds the native library with cargo if it is not there yet. */
+/**
+ * Builds the native library with cargo when it is missing, and brings it up to date when it is
+ * there (a no-op taking ~0.1 s when nothing changed): after a `git pull` the bindings may need a
+ * newer library than the one built before. Without cargo, an existing library is used as is
+ * (the bindings refuse one of another ABI version with a message saying so).
+ */
 async function ensureLibrary(say: (s: string) => void): Promise<void> {
-  if (exists(LIBRARY)) return;
-  say(`building the native library (${LIBRARY}) with cargo; this takes a minute the first time`);
-  let status;
+  const present = exists(LIBRARY);
+  if (!present) {
+    say(`building the native library (${LIBRARY}) with cargo; this takes a minute the first time`);
+  }
+  let child;
   try {
-    status = await new Deno.Command("cargo", {
+    child = new Deno.Command("cargo", {
       args: ["build", "--release", "-p", "gsw-ffi"],
       cwd: REPO,
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new UserError(
-        "the native library is not built and cargo is not installed: install Rust " +
-          "(https://rustup.rs), then run deno task start again",
-      );
-    }
-    throw e;
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (present) return;
+    throw new UserError(
+      "the native library is not built and cargo is not installed: install Rust " +
+        "(https://rustup.rs), then run deno task start again",
+    );
   }
-  if (!status.success || !exists(LIBRARY)) {
-    throw new UserError("building the native library failed (see cargo's messages above)");
+  // cargo's progress goes to stderr. Up to date, it says only "Finished": show nothing then;
+  // once it compiles (or fails), show every line, so a rebuild is never a silent pause.
+  const seen: string[] = [];
+  let showing = !present;
+  for await (const line of textLines(child.stderr)) {
+    if (showing) {
+      console.error(line);
+    } else if (/^\s*(Compiling|error|warning)/.test(line)) {
+      say("rebuilding the native library: cargo found it out of date");
+      [...seen, line].forEach((l) => console.error(l));
+      showing = true;
+    } else seen.push(line);
   }
+  const status = await child.status;
+  if (status.success && exists(LIBRARY)) return;
+  if (!showing) seen.forEach((l) => console.error(l));
+  if (present) {
+    // Keep going with the library there is: a failed rebuild must not stop a launch day.
+    say(
+      "could not rebuild the native library (cargo's messages above); using the one built before",
+    );
+    return;
+  }
+  throw new UserError("building the native library failed (see cargo's messages above)");
 }
 
 export function main(args: string[]): Promise<number> {

@@ -3,6 +3,7 @@
  * needs, its output prefixed and kept, restarted if it dies while the pipeline runs, and all
  * of them stopped (SIGTERM, then SIGKILL after a grace period) when the pipeline stops.
  */
+import { textLines } from "../cli/lines.ts";
 
 export interface ChildSpec {
   /** Short name shown before each of its lines (e.g. "decom[vehicle]"). */
@@ -66,21 +67,7 @@ export class Supervisor {
   }
 
   async #pump(from: string, stream: ReadableStream<Uint8Array>): Promise<void> {
-    let pending = "";
-    const decoder = new TextDecoder();
-    try {
-      for await (const chunk of stream) {
-        pending += decoder.decode(chunk, { stream: true });
-        let nl;
-        while ((nl = pending.indexOf("\n")) >= 0) {
-          this.onLine({ from, text: pending.slice(0, nl) });
-          pending = pending.slice(nl + 1);
-        }
-      }
-    } catch {
-      // The child is gone; whatever it printed last is below.
-    }
-    if (pending) this.onLine({ from, text: pending });
+    for await (const text of textLines(stream)) this.onLine({ from, text });
   }
 
   #onExit(r: Running, status: Deno.CommandStatus): void {

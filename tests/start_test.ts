@@ -63,3 +63,53 @@ Deno.test("start runs sim → decom → broker (+ logger) and stops cleanly afte
   assertEquals(shm(), shmBefore, "/dev/shm");
   assertEquals(processesWith(p.configPath), [], "processes still running");
 });
+
+Deno.test("start brings the native library up to date with cargo, and a failed rebuild does not stop it", async () => {
+  await using p = Pipeline.create();
+  // Stand-ins for cargo, first on PATH: one that rebuilds (says so), one that fails. The real
+  // library stays where it is, so the pipeline runs on it either way.
+  const bin = `${p.dir}/bin`;
+  Deno.mkdirSync(bin);
+  const run = async (script: string, runDir: string) => {
+    Deno.writeTextFileSync(`${bin}/cargo`, `#!/bin/sh\n${script}\n`, { mode: 0o755 });
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        ...taskArgs("start"),
+        "--config",
+        p.configPath,
+        "--run-dir",
+        runDir,
+        "--log-dir",
+        `${p.dir}/logs`,
+        "--duration",
+        "1",
+        "--no-view",
+      ],
+      cwd: REPO,
+      env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
+    assertEquals(out.code, 0, text);
+    assert(text.includes("start: stopped"), text);
+    return text;
+  };
+  const rebuilt = await run(
+    `echo "   Compiling gsw-ffi v0.1.0 ($*)" >&2; echo "    Finished release" >&2`,
+    `${p.dir}/run-a`,
+  );
+  assert(
+    /start: rebuilding the native library: cargo found it out of date\n +Compiling gsw-ffi v0\.1\.0 \(build --release -p gsw-ffi\)\n +Finished release\n/
+      .test(rebuilt),
+    rebuilt,
+  );
+  const failed = await run(`echo "error: linker cc not found" >&2; exit 101`, `${p.dir}/run-b`);
+  assert(
+    /error: linker cc not found\nstart: could not rebuild the native library \(cargo's messages above\); using the one built before\n/
+      .test(failed),
+    failed,
+  );
+  const upToDate = await run(`echo "    Finished release" >&2`, `${p.dir}/run-c`);
+  assert(!/Finished|rebuild/.test(upToDate), upToDate);
+});
