@@ -84,23 +84,23 @@ export function nativePath(): string {
 function load(): { path: string; symbols: Symbols } {
   const attempts: Attempt[] = [];
   for (const path of libraryCandidates()) {
-    let lib: Deno.DynamicLibrary<typeof symbols>;
-    try {
-      lib = Deno.dlopen(path, symbols);
-    } catch (e) {
-      const why = e instanceof Deno.errors.NotCapable
-        ? `not permitted (run with --allow-ffi=${path})`
-        : (e as Error).message.split("\n")[0];
-      attempts.push({ path, why });
+    // The version first, alone: a library of another ABI is named as such, not by whichever of
+    // the newer calls it lacks.
+    const version = open(path, VERSION_ONLY, (lib) => lib.symbols.gsw_abi_version());
+    if (typeof version === "string") {
+      attempts.push({ path, why: version });
       continue;
     }
-    const version = lib.symbols.gsw_abi_version();
     if (version !== ABI_VERSION) {
-      lib.close();
       attempts.push({
         path,
         why: `ABI version ${version}, these bindings need ${ABI_VERSION} (rebuild it)`,
       });
+      continue;
+    }
+    const lib = open(path, symbols, (lib) => lib);
+    if (typeof lib === "string") {
+      attempts.push({ path, why: lib });
       continue;
     }
     return { path, symbols: lib.symbols };
@@ -112,6 +112,34 @@ function load(): { path: string; symbols: Symbols } {
     `gsw's native library (${LIBRARY_FILE}) could not be loaded. Tried:\n${tried}\n` +
       "Build it with `deno task build` (needs Rust: https://rustup.rs), or point GSW_LIB at it.",
   );
+}
+
+const VERSION_ONLY = { gsw_abi_version: symbols.gsw_abi_version } as const;
+
+/**
+ * Opens `path` with `table` and passes it to `use`, closing it afterwards unless `use` returns
+ * it. Returns what `use` returns, or why the library could not be opened.
+ */
+function open<T extends Deno.ForeignLibraryInterface, R>(
+  path: string,
+  table: T,
+  use: (lib: Deno.DynamicLibrary<T>) => R,
+): R | string {
+  let lib: Deno.DynamicLibrary<T>;
+  try {
+    lib = Deno.dlopen(path, table);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) return `not permitted (run with --allow-ffi=${path})`;
+    const first = (e as Error).message.split("\n")[0];
+    const missing = first.match(/Failed to register symbol (\w+)/)?.[1];
+    if (missing === "gsw_abi_version") return "not gsw's library (it has no gsw_abi_version)";
+    // Same ABI version, yet a call is missing: built from other sources than these bindings.
+    if (missing) return `built from other gsw sources: it lacks ${missing} (rebuild it)`;
+    return first.replace(/^(Could not open library: )+/, "");
+  }
+  const r = use(lib);
+  if (r !== lib) lib.close();
+  return r;
 }
 
 const textEncoder = new TextEncoder();
