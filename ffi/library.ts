@@ -51,7 +51,8 @@ function envVar(name: string): string | undefined {
 
 /**
  * The places the library is looked for, in order:
- * 1. `$GSW_LIB` (a path to the library file);
+ * 1. `$GSW_LIB` (a path to the library file): when set, the only place looked at, so an
+ *    explicit choice never silently falls back to another build;
  * 2. the local build next to this module: `<repo>/target/release/libgsw.so`;
  * 3. `$HOME/.local/lib/libgsw.so` (where `deno task install-lib` puts it);
  * 4. `/usr/local/lib/libgsw.so`.
@@ -59,7 +60,7 @@ function envVar(name: string): string | undefined {
 export function libraryCandidates(): string[] {
   const out: string[] = [];
   const env = envVar("GSW_LIB");
-  if (env) out.push(env);
+  if (env) return [env];
   const local = new URL(`../target/release/${LIBRARY_FILE}`, import.meta.url);
   if (local.protocol === "file:") out.push(decodeURIComponent(local.pathname));
   const home = envVar("HOME");
