@@ -2,7 +2,7 @@
  * Runnable library example: prints live values of the measurements named on the command line
  * until Ctrl-C, then the newest value of each. See docs/library.md for the permissions.
  *
- *   deno run --allow-ffi=./target/release/libgsw.so --allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR,GSW_LIB,HOME \
+ *   deno run --allow-ffi=./target/release/libgsw.so --allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR \
  *     examples/watch.ts ALTITUDE VELOCITY
  */
 import { formatValue, subscribe, SubscribeError } from "../mod.ts";

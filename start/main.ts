@@ -53,7 +53,7 @@ examples:
 const LIBRARY = new URL("../target/release/libgsw.so", import.meta.url).pathname;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const REPO = new URL("..", import.meta.url).pathname;
-const ENV_VARS = "GSW_RUN_DIR,XDG_RUNTIME_DIR,GSW_LIB,HOME";
+const ENV_VARS = "GSW_RUN_DIR,XDG_RUNTIME_DIR";
 
 function exists(path: string): boolean {
   try {

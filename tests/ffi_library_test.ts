@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { ABI_VERSION } from "../ffi/symbols.ts";
-import { LIBRARY, REPO } from "./helpers/pipeline.ts";
+import { LIBRARY, REPO, taskArgs } from "./helpers/pipeline.ts";
 
 const LOAD = `${REPO}/tests/helpers/ffi_load.ts`;
 
@@ -87,5 +87,24 @@ Deno.test("library: one of another ABI, or of this ABI but other sources, says r
     );
   } finally {
     Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("library: the tasks use the repository's build even when GSW_LIB names another", async () => {
+  // GSW_LIB is for the user's own programs; the tasks may load only ./target/release/libgsw.so.
+  const runDir = Deno.makeTempDirSync({ prefix: "gsw-lib-task-" });
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [...taskArgs("subscribe"), "ALTITUDE", "--run-dir", runDir],
+      cwd: REPO,
+      env: { GSW_LIB: "/nonexistent/libgsw.so", NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 1, err);
+    assert.match(err, /^gsw subscribe: no broker at .*broker\.sock: start one with/);
+  } finally {
+    Deno.removeSync(runDir, { recursive: true });
   }
 });

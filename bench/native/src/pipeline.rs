@@ -156,7 +156,7 @@ impl Pipeline {
             "run".to_string(),
             "--no-prompt".to_string(),
             format!("--allow-ffi={}", lib.display()),
-            "--allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR,GSW_LIB,HOME".to_string(),
+            "--allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR".to_string(),
             "--ignore-env=LOG_TOKENS,LOG_STREAM".to_string(),
             "--allow-read".to_string(),
         ]);
