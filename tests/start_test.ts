@@ -28,29 +28,43 @@ function processesWith(needle: string): number[] {
   return pids;
 }
 
-Deno.test("start runs sim → decom → broker (+ logger) and stops cleanly after --duration", async () => {
-  await using p = Pipeline.create();
-  const shmBefore = shm();
-  const logDir = `${p.dir}/logs`;
+/**
+ * Runs `gsw start` on the pipeline's config for `duration` seconds without the live view and
+ * returns its exit code and output (stderr, then stdout).
+ */
+async function runStart(
+  p: Pipeline,
+  runDir: string,
+  duration: number,
+  env: Record<string, string> = {},
+): Promise<{ code: number; text: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       ...taskArgs("start"),
       "--config",
       p.configPath,
       "--run-dir",
-      p.runDir,
+      runDir,
       "--log-dir",
-      logDir,
+      `${p.dir}/logs`,
       "--duration",
-      "4",
+      String(duration),
       "--no-view",
     ],
     cwd: REPO,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();
-  const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
-  assertEquals(out.code, 0, text);
+  const d = new TextDecoder();
+  return { code: out.code, text: d.decode(out.stderr) + d.decode(out.stdout) };
+}
+
+Deno.test("start runs sim → decom → broker (+ logger) and stops cleanly after --duration", async () => {
+  await using p = Pipeline.create();
+  const shmBefore = shm();
+  const { code, text } = await runStart(p, p.runDir, 4);
+  assertEquals(code, 0, text);
   // Every part ran and was stopped by start.
   for (const part of ["decom[vehicle]", "broker", "sim", "logger"]) {
     assert(text.includes(`${part}:`), `${part} ran:\n${text}`);
@@ -72,26 +86,8 @@ Deno.test("start brings the native library up to date with cargo, and a failed r
   Deno.mkdirSync(bin);
   const run = async (script: string, runDir: string) => {
     Deno.writeTextFileSync(`${bin}/cargo`, `#!/bin/sh\n${script}\n`, { mode: 0o755 });
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        ...taskArgs("start"),
-        "--config",
-        p.configPath,
-        "--run-dir",
-        runDir,
-        "--log-dir",
-        `${p.dir}/logs`,
-        "--duration",
-        "1",
-        "--no-view",
-      ],
-      cwd: REPO,
-      env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
-    assertEquals(out.code, 0, text);
+    const { code, text } = await runStart(p, runDir, 1, { PATH: `${bin}:${Deno.env.get("PATH")}` });
+    assertEquals(code, 0, text);
     assert(text.includes("start: stopped"), text);
     return text;
   };
