@@ -345,6 +345,46 @@ fn await_value(
     Ok(())
 }
 
+/// The reader's side of a wake measurement, run in the forked child: for each block of
+/// `plan`, announce readiness for value k (`ready`), block in that mechanism until it arrives,
+/// check it is value k, and store the wake latency of recorded blocks into `samples` in order.
+pub fn read_blocks<'a>(
+    plan: impl Iterator<Item = &'a Block>,
+    mechs: &mut [Box<dyn WakeMechanism>],
+    ready: &AtomicU64,
+    samples: &[AtomicU64],
+    payload_size: usize,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; payload_size];
+    let (mut k, mut idx) = (0u64, 0usize);
+    for b in plan {
+        for _ in 0..b.count {
+            k += 1;
+            // Release: our copy of the previous value is finished before the writer
+            // (Acquire) overwrites the shared payload.
+            ready.store(k, Ordering::Release);
+            mechs[b.mech]
+                .wait_read(&mut buf, timeout)
+                .map_err(|e| e.to_string())?;
+            let t1 = now_ns();
+            let (s, t0) = payload::check(&buf)?;
+            if s != k {
+                return Err(format!(
+                    "{}: got payload {s}, expected {k}",
+                    mechs[b.mech].name()
+                ));
+            }
+            if b.record {
+                // Relaxed: published to the parent by the Release store of DONE.
+                samples[idx].store(t1.saturating_sub(t0), Ordering::Relaxed);
+                idx += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Measures every mechanism in `mechs` with a writer in this process and a reader in a
 /// forked child, interleaved per [`WakeOptions::rounds`].
 pub fn measure(mechs: &mut [Box<dyn WakeMechanism>], o: &WakeOptions) -> io::Result<WakeRun> {
@@ -361,34 +401,14 @@ pub fn measure(mechs: &mut [Box<dyn WakeMechanism>], o: &WakeOptions) -> io::Res
     let yield_cpu = !crate::proc::multi_cpu();
 
     let mut child = fork_child(cpus.child, || {
-        let ready = ctl.atomic_u64(CTL_READY);
-        let samples = ctl.atomic_u64_slice(CTL_SAMPLES, recorded);
-        let mut buf = vec![0u8; o.payload_size];
-        let (mut k, mut idx) = (0u64, 0usize);
-        for b in &plan {
-            for _ in 0..b.count {
-                k += 1;
-                // Release: our copy of the previous value is finished before the writer
-                // (Acquire) overwrites the shared payload.
-                ready.store(k, Ordering::Release);
-                mechs[b.mech]
-                    .wait_read(&mut buf, o.timeout)
-                    .map_err(|e| e.to_string())?;
-                let t1 = now_ns();
-                let (s, t0) = payload::check(&buf)?;
-                if s != k {
-                    return Err(format!(
-                        "{}: got payload {s}, expected {k}",
-                        mechs[b.mech].name()
-                    ));
-                }
-                if b.record {
-                    // Relaxed: published to the parent by the Release store of DONE.
-                    samples[idx].store(t1.saturating_sub(t0), Ordering::Relaxed);
-                    idx += 1;
-                }
-            }
-        }
+        read_blocks(
+            plan.iter(),
+            mechs,
+            ctl.atomic_u64(CTL_READY),
+            ctl.atomic_u64_slice(CTL_SAMPLES, recorded),
+            o.payload_size,
+            o.timeout,
+        )?;
         // Release: all sample stores above are visible to the parent's Acquire load.
         ctl.atomic_u64(CTL_DONE).store(1, Ordering::Release);
         Ok(())

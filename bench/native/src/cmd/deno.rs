@@ -22,7 +22,7 @@ use crate::proc::{fork_child, multi_cpu, spawn_command, Child, CpuPair};
 use crate::report::Report;
 use crate::shm::SharedMem;
 use crate::stats::summarize;
-use crate::wake::{schedule, EventfdWake, WakeMechanism, WakeOptions};
+use crate::wake::{read_blocks, schedule, EventfdWake, WakeMechanism, WakeOptions};
 use gsw::segment::SegmentWriter;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -283,34 +283,14 @@ fn deno_wake(o: &WakeCmd) -> io::Result<DenoWakeRun> {
     // The native reader: the eventfd and native gsw blocks, as `wake::measure`'s child.
     let native_plan: Vec<_> = plan.iter().filter(|b| b.mech < M_DENO_SYNC).collect();
     let mut nchild = fork_child(cpus.child, || {
-        let ready = nctl.atomic_u64(N_READY);
-        let samples = nctl.atomic_u64_slice(N_SAMPLES, native_recorded);
-        let mut buf = vec![0u8; o.size];
-        let (mut k, mut idx) = (0u64, 0usize);
-        for b in &native_plan {
-            for _ in 0..b.count {
-                k += 1;
-                // Release: our copy of the previous value is finished before the writer
-                // overwrites the shared payload.
-                ready.store(k, Ordering::Release);
-                native[b.mech]
-                    .wait_read(&mut buf, Duration::from_secs(60))
-                    .map_err(|e| e.to_string())?;
-                let t1 = now_ns();
-                let (s, t0) = payload::check(&buf)?;
-                if s != k {
-                    return Err(format!(
-                        "{}: got payload {s}, expected {k}",
-                        native[b.mech].name()
-                    ));
-                }
-                if b.record {
-                    // Relaxed: published by the Release store of DONE.
-                    samples[idx].store(t1.saturating_sub(t0), Ordering::Relaxed);
-                    idx += 1;
-                }
-            }
-        }
+        read_blocks(
+            native_plan.iter().copied(),
+            &mut native,
+            nctl.atomic_u64(N_READY),
+            nctl.atomic_u64_slice(N_SAMPLES, native_recorded),
+            o.size,
+            Duration::from_secs(60),
+        )?;
         // Release: the samples above are visible to the parent's Acquire load.
         nctl.atomic_u64(N_DONE).store(1, Ordering::Release);
         Ok(())
