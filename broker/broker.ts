@@ -7,6 +7,7 @@
 import type { Config, Measurement } from "../config/mod.ts";
 import { findMeasurement, suggestMeasurement } from "../config/mod.ts";
 import { decomSocket } from "../control/rundir.ts";
+import { sendRequest } from "../control/client.ts";
 import {
   encode,
   type ErrorReply,
@@ -147,12 +148,12 @@ export class Broker {
   /** Runs until SIGINT, SIGTERM or SIGHUP; returns the signals that stopped it. */
   run(): string[] {
     for (;;) {
-      const nowMs = Date.now();
+      const nowMs = performance.now();
       let timeout = -1;
       for (const s of this.#sources) {
         if (!s.conn && !s.reader) {
           if (nowMs >= s.retryAt) this.#connect(s);
-          if (!s.conn && !s.reader) timeout = minTimeout(timeout, s.retryAt - nowMs);
+          if (!s.conn && !s.reader) timeout = minTimeout(timeout, Math.ceil(s.retryAt - nowMs));
         }
       }
       const dueNs = this.#earliestDue();
@@ -213,13 +214,16 @@ export class Broker {
       );
       return;
     }
-    const sent = conn.send(encode({
-      v: PROTOCOL_VERSION,
-      op: "attach",
-      configHash: this.#opts.config.hash,
-      measurements: s.measurements.map((m) => m.key),
-      client: "broker",
-    }));
+    const sent = sendRequest(
+      conn,
+      encode({
+        v: PROTOCOL_VERSION,
+        op: "attach",
+        configHash: this.#opts.config.hash,
+        measurements: s.measurements.map((m) => m.key),
+        client: "broker",
+      }),
+    );
     if (!sent) {
       conn.close();
       this.#problem(s, `decom for source "${s.name}" is not reading its socket`, RETRY_MS);
@@ -233,7 +237,7 @@ export class Broker {
   #problem(s: SourceLink, message: string, retryMs: number): void {
     if (message !== s.lastProblem) this.#opts.log(message);
     s.lastProblem = message;
-    s.retryAt = Date.now() + retryMs;
+    s.retryAt = performance.now() + retryMs;
   }
 
   #onSourceEvent(s: SourceLink, events: number): void {

@@ -3,7 +3,7 @@
  * reply (a subscriber connecting, a test): connect, send one request, wait (bounded) for the
  * reply and the descriptors that come with it.
  */
-import { closeFd, type UnixConnection, Waitset } from "../ffi/mod.ts";
+import { closeFd, GswError, type UnixConnection, Waitset } from "../ffi/mod.ts";
 import { encode, MAX_CONTROL_MESSAGE, parseReply, type Reply, type Request } from "./protocol.ts";
 
 export interface ReplyWithFds {
@@ -18,6 +18,21 @@ export class NoReplyError extends Error {
 }
 
 /**
+ * Sends a request. Returns false if the peer's queue is full. A peer that has already closed
+ * its end (EPIPE, ECONNRESET) is not an error here: a server that refuses a connection (another
+ * user, too many clients, shutting down) answers and closes at once, possibly before the
+ * request is sent, and its answer — or the hang-up — is what the caller reads next.
+ */
+export function sendRequest(conn: UnixConnection, message: Uint8Array): boolean {
+  try {
+    return conn.send(message);
+  } catch (e) {
+    if (e instanceof GswError && (e.errno === "EPIPE" || e.errno === "ECONNRESET")) return true;
+    throw e;
+  }
+}
+
+/**
  * Sends `request` on `conn` and waits up to `timeoutMs` for the reply. Throws NoReplyError
  * if the peer hangs up or stays silent, ProtocolError if the reply is malformed.
  */
@@ -26,13 +41,13 @@ export function requestSync(
   request: Request,
   timeoutMs: number,
 ): ReplyWithFds {
-  if (!conn.send(encode(request))) {
+  if (!sendRequest(conn, encode(request))) {
     throw new NoReplyError("the peer's queue is full; it is not reading its socket");
   }
   using ws = new Waitset();
   ws.add(conn.fd, 0);
   const buf = new Uint8Array(MAX_CONTROL_MESSAGE);
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   for (;;) {
     const got = conn.recv(buf);
     if (got === "closed") throw new NoReplyError("the peer closed the connection without replying");
@@ -44,7 +59,7 @@ export function requestSync(
         throw e;
       }
     }
-    const left = deadline - Date.now();
+    const left = Math.ceil(deadline - performance.now());
     if (left <= 0) throw new NoReplyError(`no reply within ${timeoutMs} ms`);
     ws.waitSync(left);
   }

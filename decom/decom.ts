@@ -17,6 +17,7 @@ import {
   HANGUP,
   LogQueue,
   META_LEN,
+  monotonicNs,
   NONE,
   READABLE,
   realtimeNs,
@@ -195,18 +196,21 @@ export class Decom {
    */
   run(): string[] {
     const intervalNs = BigInt(Math.round(this.#opts.healthInterval * 1e9));
-    let nextHealth = realtimeNs() + intervalNs;
+    // Scheduled on the monotonic clock: a wall clock stepped back (GPS fix, `date -s` on a Pi
+    // without an RTC) must not stop health publication and logger reconnection until it
+    // catches up. Values keep wall-clock timestamps, like the packets'.
+    let nextHealth = monotonicNs() + intervalNs;
     for (;;) {
-      const now = realtimeNs();
+      const now = monotonicNs();
       if (now >= nextHealth) {
-        this.#publishHealth(now);
+        this.#publishHealth(realtimeNs());
         if (!this.#logq.stats().connected) this.#connectLogger();
         nextHealth = now + intervalNs;
       }
       // Raw packets held for the logger go out when due; the next wait ends by then.
       const log = this.#logq.flushDue();
       if (log.unsent && this.#loggerWatched && !this.#loggerWritable) this.#watchLogger(true);
-      let timeoutMs = Math.max(1, Math.ceil(Number(nextHealth - realtimeNs()) / 1e6));
+      let timeoutMs = Math.max(1, Math.ceil(Number(nextHealth - monotonicNs()) / 1e6));
       if (log.dueMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, log.dueMs));
       for (const { token, events } of this.#ws.waitSync(timeoutMs)) {
         if (token >= TOKEN_UDP && token < TOKEN_UDP + this.#ports.length) {
@@ -422,6 +426,15 @@ export class Decom {
     }
     if (wanted.length === 0) {
       return { reply: errorReply("bad-request", "attach asked for no measurements") };
+    }
+    if (this.#links.has(client.id)) {
+      // One link per connection: its hang-up is what releases the link.
+      return {
+        reply: errorReply(
+          "bad-request",
+          "this connection is already attached; open another connection for another link",
+        ),
+      };
     }
     const writer = SegmentWriter.create(wanted.map((m) => ({ capacity: m.size, id: m.index })));
     const channelOf = new Uint32Array(config.measurements.length).fill(NONE);

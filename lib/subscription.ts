@@ -17,6 +17,7 @@ import {
   ProtocolError,
 } from "../control/protocol.ts";
 import { brokerSocket, measurementBrokerSocket, resolveRunDir } from "../control/rundir.ts";
+import { sendRequest } from "../control/client.ts";
 import {
   closeFd,
   GswError,
@@ -521,7 +522,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
         client: this.#client,
       });
       this.#ws.add(conn.fd, connToken(link), READABLE);
-      if (!conn.send(request)) this.#down(link, "the broker is not reading its socket");
+      if (!sendRequest(conn, request)) this.#down(link, "the broker is not reading its socket");
     }
     for (const c of conns.values()) c?.close();
     return { links, absent };

@@ -70,8 +70,8 @@ async function socketAppears(
   timeoutMs: number,
   abandon: () => boolean,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && !abandon() && !exists(path)) {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline && !abandon() && !exists(path)) {
     await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -56,7 +56,7 @@ export class Supervisor {
     const running: Running = {
       spec,
       child,
-      started: Date.now(),
+      started: performance.now(),
       restarts,
       exited: child.status,
     };
@@ -74,7 +74,7 @@ export class Supervisor {
     if (this.#running.get(r.spec.name) === r) this.#running.delete(r.spec.name);
     if (this.#stopping) return;
     const how = status.signal ? `killed by ${status.signal}` : `exited with code ${status.code}`;
-    if (Date.now() - r.started < FAST_FAILURE_MS && !status.signal) {
+    if (performance.now() - r.started < FAST_FAILURE_MS && !status.signal) {
       this.fatal = `${r.spec.name} ${how} right after starting (see its message above)`;
       this.onFatal(this.fatal);
       return;

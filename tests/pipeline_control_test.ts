@@ -6,8 +6,8 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { requestSync } from "../control/client.ts";
 import { brokerSocket, decomSocket } from "../control/rundir.ts";
-import { MAX_CONTROL_MESSAGE, parseReply } from "../control/protocol.ts";
-import { SegmentWriter, UnixConnection, Waitset } from "../ffi/mod.ts";
+import { type AttachRequest, MAX_CONTROL_MESSAGE, parseReply } from "../control/protocol.ts";
+import { closeFd, SegmentWriter, UnixConnection, Waitset } from "../ffi/mod.ts";
 import { eventually, LIBRARY, Pipeline } from "./helpers/pipeline.ts";
 
 /** Sends raw bytes and returns the parsed reply (or "closed"). */
@@ -89,6 +89,34 @@ Deno.test("malformed requests get explicit errors and never stop the broker or d
     text({ v: 1, op: "attach", configHash: "0".repeat(64), client: "t" }),
   );
   assert(mismatch !== "closed" && !mismatch.ok && mismatch.error === "config-mismatch");
+
+  // One link per decom connection: a second attach on it is refused, and its descriptors are
+  // all released when the connection goes (decom's open fds are back to what they were).
+  const fdsOf = (pid: number) => [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+  const decomFds = fdsOf(decom.pid);
+  for (let i = 0; i < 5; i++) {
+    using conn = UnixConnection.connect(decomSocket(p.runDir, "vehicle"));
+    const attach: AttachRequest = {
+      v: 1,
+      op: "attach",
+      configHash: p.config.hash,
+      measurements: ["ALTITUDE"],
+      client: "twice",
+    };
+    const first = requestSync(conn, attach, 5000);
+    assert(first.reply.ok, JSON.stringify(first.reply));
+    first.fds.forEach(closeFd);
+    const second = requestSync(conn, attach, 5000);
+    assert(!second.reply.ok && second.reply.error === "bad-request", JSON.stringify(second.reply));
+    assert(/already attached/.test(second.reply.message), second.reply.message);
+    assertEquals(second.fds, []);
+  }
+  await eventually(
+    "decom released every link",
+    // (At most: the connections of the requests above may still have been open before.)
+    () => fdsOf(decom.pid) <= decomFds || undefined,
+    5000,
+  );
 
   // Both still serve a well-formed subscription, and neither has exited.
   const good = p.subscribeRaw(["ALTITUDE"]);
