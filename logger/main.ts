@@ -90,7 +90,12 @@ export async function main(args: string[]): Promise<number> {
   });
 }
 
-/** SIGINT/SIGTERM as a flag and a wake-up, from the moment the logger starts. */
+/**
+ * SIGINT/SIGTERM as a flag and a wake-up, from the moment the logger starts. Also catches
+ * SIGXFSZ, which the kernel sends on a write past the file size limit (`ulimit -f`) and which
+ * kills by default: caught, that write fails with EFBIG instead, and the logger pauses and
+ * moves to a new file as for any write failure.
+ */
 class StopSignal {
   requested = false;
   /** Called on a signal: cancels the waitset's wait once there is one. */
@@ -99,15 +104,18 @@ class StopSignal {
     this.requested = true;
     this.wake();
   };
+  readonly #fileTooLarge = () => {};
 
   constructor() {
     Deno.addSignalListener("SIGINT", this.#on);
     Deno.addSignalListener("SIGTERM", this.#on);
+    Deno.addSignalListener("SIGXFSZ", this.#fileTooLarge);
   }
 
   close(): void {
     Deno.removeSignalListener("SIGINT", this.#on);
     Deno.removeSignalListener("SIGTERM", this.#on);
+    Deno.removeSignalListener("SIGXFSZ", this.#fileTooLarge);
   }
 }
 

@@ -4,11 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { readAll, recordLength } from "../logger/format.ts";
-import { eventually, type Proc, sleep, spawn, taskArgs } from "./helpers/pipeline.ts";
+import { eventually, type Proc, sleep } from "./helpers/pipeline.ts";
 import {
   exists,
   FakeDecom,
-  listening,
   logFilesIn,
   numbered,
   runDirs,
@@ -21,6 +20,23 @@ const T0 = 1_760_000_000_000_000_000n;
 
 function range(from: number, to: number): number[] {
   return Array.from({ length: to - from }, (_, i) => from + i);
+}
+
+/** Whether process `pid` ignores signal number `signo` (SIG_IGN, inherited across exec). */
+function signalIgnored(pid: number, signo: number): boolean {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const mask = BigInt(`0x${status.match(/^SigIgn:\s*([0-9a-f]+)$/m)![1]}`);
+  return (mask >> BigInt(signo - 1) & 1n) === 1n;
+}
+
+/** Sets RLIMIT_FSIZE of the running process `pid`, as `ulimit -f` does in a shell. */
+async function setFileSizeLimit(pid: number, bytes: number): Promise<void> {
+  const out = await new Deno.Command("prlimit", {
+    args: [`--pid=${pid}`, `--fsize=${bytes}:${bytes}`],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, `prlimit: ${new TextDecoder().decode(out.stderr)}`);
 }
 
 Deno.test("logger: SIGKILL mid-stream keeps a gapless prefix; a restart takes the stream over", async () => {
@@ -105,21 +121,15 @@ Deno.test("logger: a write failure (file size limit) is reported, and no record 
   await using dir = await tempDir("logger-efbig");
   const runDir = `${dir.path}/run`;
   const logDir = `${dir.path}/logs`;
-  // RLIMIT_FSIZE of 64 KiB makes writes past it fail with EFBIG (SIGXFSZ ignored), the way a
-  // full disk makes them fail with ENOSPC, without needing a small file system.
-  const logger = spawn("logger", [
-    "-c",
-    'trap "" XFSZ; ulimit -f 64; exec "$0" "$@"',
-    Deno.execPath(),
-    ...taskArgs("logger", logDir),
-    "--run-dir",
-    runDir,
-    "--log-dir",
-    logDir,
-  ], { cmd: "bash" });
+  // RLIMIT_FSIZE of 64 KiB (what `ulimit -f 64` sets) makes writes past it fail with EFBIG, as
+  // a full disk makes them fail with ENOSPC, without needing a small file system; the kernel
+  // also sends SIGXFSZ, whose default action kills. The limit is set once the logger listens:
+  // set before, it kills deno while it updates its own multi-MiB caches at start-up.
+  const logger = await startLogger(runDir, logDir);
   const decom = new FakeDecom(0, `${runDir}/logger.sock`);
   try {
-    await listening(logger);
+    assert.ok(!signalIgnored(logger.pid, 25), "SIGXFSZ is at its default, as for a user");
+    await setFileSizeLimit(logger.pid, 64 * 1024);
     assert.ok(decom.tryConnect());
     const n = 1500;
     for (let s = 0; s < n; s += 10) {
@@ -135,10 +145,11 @@ Deno.test("logger: a write failure (file size limit) is reported, and no record 
     const [run] = await runDirs(logDir);
     let records = 0;
     const deadline = Date.now() + 30000;
-    while (records < n && Date.now() < deadline) {
+    while (records < n && !logger.exited && Date.now() < deadline) {
       records = (await readAll(await logFilesIn(run))).records.length;
       await sleep(100);
     }
+    assert.equal(logger.exited?.signal ?? null, null, "the logger was killed by a signal");
     assert.equal(records, n, logger.stderr.text);
     assert.equal((await logger.stop()).code, 0, logger.stderr.text);
     const files = await logFilesIn(run);
