@@ -65,7 +65,13 @@ const ID_KEYS = ["offset", "size", "endianness", "value"];
 const SOURCE_KEYS = ["name", "description", "bind", "multicast"];
 const TYPES: readonly MeasurementType[] = ["int", "uint", "float", "bool", "string", "bytes"];
 const ENDIANNESS: readonly Endianness[] = ["big", "little"];
-const HEALTH_COUNTERS: readonly HealthKind[] = ["packets", "bytes", "errors", "drops"];
+const HEALTH_COUNTERS: readonly HealthKind[] = [
+  "packets",
+  "bytes",
+  "errors",
+  "drops",
+  "kernel_drops",
+];
 
 /** Measurement keys and names: what users type in `subscribe`, so no spaces or quotes. */
 const MEASUREMENT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:-]*$/;
@@ -649,30 +655,27 @@ function readSources(r: Reader, top: Entries): SourceDef[] | undefined {
     }
     const bindEntry = f.get("bind");
     const bind = r.string(bindEntry, what) ?? "0.0.0.0";
-    if (bindEntry && isIP(bind) === 0) {
+    if (bindEntry && isIP(bind) !== 4) {
       r.error(
         bindEntry.pos,
-        `${what}: bind must be an IP address of this machine such as 0.0.0.0 (all) or ` +
-          `127.0.0.1, not "${bind}"`,
+        isIP(bind) === 6
+          ? `${what}: bind ${bind} is IPv6, which decom does not receive yet; use an IPv4 ` +
+            "address of this machine such as 0.0.0.0 (all) or 127.0.0.1"
+          : `${what}: bind must be an IPv4 address of this machine such as 0.0.0.0 (all) or ` +
+            `127.0.0.1, not "${bind}"`,
       );
     }
     const mcEntry = f.get("multicast");
     const multicast = r.string(mcEntry, what);
-    if (mcEntry && multicast !== undefined) {
-      const family = isIP(multicast);
-      if (!isMulticast(multicast)) {
-        r.error(
-          mcEntry.pos,
-          `${what}: multicast must be a multicast group address (IPv4 224.0.0.0–` +
-            `239.255.255.255, IPv6 ff00::/8), not "${multicast}"`,
-        );
-      } else if (isIP(bind) !== 0 && family !== isIP(bind)) {
-        r.error(
-          mcEntry.pos,
-          `${what}: multicast group ${multicast} is IPv${family} but bind ${bind} is ` +
-            `IPv${isIP(bind)}; use addresses of the same family`,
-        );
-      }
+    if (mcEntry && multicast !== undefined && !isMulticast(multicast)) {
+      r.error(
+        mcEntry.pos,
+        isIP(multicast) === 6
+          ? `${what}: multicast group ${multicast} is IPv6, which decom does not receive yet; ` +
+            "use an IPv4 group (224.0.0.0–239.255.255.255)"
+          : `${what}: multicast must be an IPv4 multicast group address (224.0.0.0–` +
+            `239.255.255.255), not "${multicast}"`,
+      );
     }
     const def: SourceDef = { name, pos: nameEntry.pos, bind, multicast };
     byName.set(name, def);
@@ -682,12 +685,9 @@ function readSources(r: Reader, top: Entries): SourceDef[] | undefined {
 }
 
 function isMulticast(address: string): boolean {
-  const family = isIP(address);
-  if (family === 4) {
-    const first = Number(address.split(".")[0]);
-    return first >= 224 && first <= 239;
-  }
-  return family === 6 && /^ff[0-9a-f]{2}:/i.test(address);
+  if (isIP(address) !== 4) return false;
+  const first = Number(address.split(".")[0]);
+  return first >= 224 && first <= 239;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1278,10 +1278,12 @@ function measurement(m: Measurement): Measurement {
 }
 
 const HEALTH_DESCRIPTIONS: Record<HealthKind, string> = {
-  packets: "datagrams received and decoded",
+  packets: "datagrams received (identified or not)",
   bytes: "bytes received",
   errors: "datagrams rejected: unknown id, wrong length, or otherwise malformed",
-  drops: "raw packets the logger queue could not take",
+  drops: "raw packets the logger queue could not take (decoded, but missing from the log)",
+  kernel_drops:
+    "datagrams the kernel dropped before decom read them (receive buffer full): lost entirely",
   packet_rate: "datagrams per second over the last interval",
   age: "seconds since this packet was last received",
 };

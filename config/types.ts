@@ -35,7 +35,14 @@ export interface Limits {
 }
 
 /** What a synthetic health measurement counts (see `Measurement.health`). */
-export type HealthKind = "packets" | "bytes" | "errors" | "drops" | "packet_rate" | "age";
+export type HealthKind =
+  | "packets"
+  | "bytes"
+  | "errors"
+  | "drops"
+  | "kernel_drops"
+  | "packet_rate"
+  | "age";
 
 export interface Measurement {
   /** Position in `Config.measurements`; stable for a given file, used as the channel id. */

@@ -41,6 +41,10 @@ const LOG_BUFFER = 64 << 20;
  * one message (one send, one logger wake-up) per 10 ms or 64 KiB, instead of one per batch.
  */
 const LOG_MAX_AGE_MS = 10;
+/** Receive buffer asked for each port: ~100 k small datagrams, or a few seconds of a stall. */
+const RECEIVE_BUFFER = 8 << 20;
+/** Longest decom waits at exit for a logger to take the raw packets it still holds. */
+const HANDOFF_MS = 3000;
 /** Receive batches taken from one socket per wake-up, so several ports share fairly. */
 const ROUNDS_PER_WAKE = 16;
 
@@ -66,6 +70,8 @@ export interface DecomStats {
   bytes: number;
   errors: number;
   drops: number;
+  /** Datagrams the kernel dropped before decom read them (receive buffer full). */
+  kernelDrops: number;
   rejected: Record<string, number>;
   decoded: number;
 }
@@ -73,6 +79,10 @@ export interface DecomStats {
 interface Port {
   socket: UdpSocket;
   port: number;
+  /** The socket's kernel drop count (SO_RXQ_OVFL) as of the last datagram read. */
+  kernelDrops: number;
+  /** When a kernel-drop line was last printed for it (ms, monotonic). */
+  droppedSaidAt: number;
 }
 
 interface Link {
@@ -102,6 +112,7 @@ export class Decom {
     bytes: 0,
     errors: 0,
     drops: 0,
+    kernelDrops: 0,
     rejected: {},
     decoded: 0,
   };
@@ -154,8 +165,22 @@ export class Decom {
     try {
       this.#ws.add(watchSignals(), TOKEN_SIGNALS, READABLE);
       for (const port of source.ports) {
-        const socket = new UdpSocket({ bind: source.bind, port, multicast: source.multicast });
-        this.#ports.push({ socket, port });
+        const socket = new UdpSocket({
+          bind: source.bind,
+          port,
+          multicast: source.multicast,
+          receiveBuffer: RECEIVE_BUFFER,
+        });
+        this.#ports.push({ socket, port, kernelDrops: 0, droppedSaidAt: -Infinity });
+        const granted = socket.receiveBuffer();
+        if (granted < RECEIVE_BUFFER) {
+          opts.log(
+            `port ${port}: the kernel granted a ${granted >> 10} KiB receive buffer, not ${
+              RECEIVE_BUFFER >> 20
+            } MiB: a burst or a pause of decom may drop datagrams (counted as ${source.name}.kernel_drops). ` +
+              `Raise the limit: sudo sysctl -w net.core.rmem_max=${RECEIVE_BUFFER}`,
+          );
+        }
         this.#ws.add(socket.fd, TOKEN_UDP + this.#ports.length - 1, READABLE);
       }
       this.#server = new ControlServer(
@@ -217,7 +242,10 @@ export class Decom {
           this.#receive(this.#ports[token - TOKEN_UDP]);
         } else if (token === TOKEN_SIGNALS) {
           const signals = takeSignals();
-          if (signals.length > 0) return signals;
+          if (signals.length > 0) {
+            this.#handOffToLogger();
+            return signals;
+          }
         } else if (token === TOKEN_LOGGER) {
           this.#onLoggerEvent(events);
         } else {
@@ -256,11 +284,30 @@ export class Decom {
           this.#reject(port.port, i, verdict as Rejection);
         }
       }
+      // The kernel's drop count rides on every datagram; the batch's last has the newest.
+      const kernelDrops = view.getUint32((n - 1) * META_LEN + 24, true);
+      if (kernelDrops !== port.kernelDrops) this.#onKernelDrops(port, kernelDrops);
       stats.decoded += this.#extractor.publishBatch(this.#buf, SLOT, this.#meta, this.#types, n);
       stats.drops += this.#logq.forward(this.#buf, SLOT, this.#meta, n, port.port);
       // A partial batch took everything the socket had: asking again would only return EAGAIN.
       if (n < this.#opts.batch) return;
     }
+  }
+
+  /** Counts datagrams the kernel dropped on a port and says so (at most every 10 s a port). */
+  #onKernelDrops(port: Port, count: number): void {
+    const lost = (count - port.kernelDrops) >>> 0; // the kernel's counter is a wrapping u32
+    port.kernelDrops = count;
+    this.#stats.kernelDrops += lost;
+    const now = performance.now();
+    if (now - port.droppedSaidAt < 10_000) return;
+    port.droppedSaidAt = now;
+    this.#opts.log(
+      `port ${port.port}: the kernel dropped ${lost} datagram${lost === 1 ? "" : "s"} ` +
+        `(${this.#stats.kernelDrops} in all) before decom read them: its receive buffer ` +
+        `(${port.socket.receiveBuffer() >> 10} KiB) filled. decom fell behind or was paused; ` +
+        "these are lost, not in the log",
+    );
   }
 
   /** Counts a rejected datagram and reports it (rate-limited); the logger has it raw. */
@@ -269,7 +316,7 @@ export class Decom {
     stats.errors++;
     const name = REJECTION_NAMES[why];
     stats.rejected[name] = (stats.rejected[name] ?? 0) + 1;
-    const window = Math.floor(Date.now() / 10_000);
+    const window = Math.floor(performance.now() / 10_000);
     if (window !== this.#rejectLinesWindow) {
       this.#rejectLinesWindow = window;
       this.#rejectLines.clear();
@@ -317,6 +364,9 @@ export class Decom {
         case "errors":
         case "drops":
           view.setBigUint64(0, BigInt(s[h.what]), true);
+          break;
+        case "kernel_drops":
+          view.setBigUint64(0, BigInt(s.kernelDrops), true);
           break;
         case "packet_rate":
           view.setFloat64(0, rate, true);
@@ -472,20 +522,47 @@ export class Decom {
     this.#opts.log(`pid ${client.peer.pid} detached`);
   }
 
+  /**
+   * At a stop: gives the logger every raw packet still held, connecting to it if it has
+   * started meanwhile, waiting at most HANDOFF_MS for it to take them.
+   */
+  #handOffToLogger(): void {
+    if (this.#logq.stats().pendingPackets === 0) return;
+    if (!this.#logq.stats().connected) this.#connectLogger();
+    const deadline = performance.now() + HANDOFF_MS;
+    let left = this.#logq.finish();
+    while (left > 0 && this.#logq.stats().connected) {
+      const ms = Math.ceil(deadline - performance.now());
+      const fd = this.#logq.fd();
+      if (ms <= 0 || fd === null) break;
+      using ws = new Waitset();
+      ws.add(fd, 0, WRITABLE);
+      ws.waitSync(ms);
+      left = this.#logq.flush();
+    }
+  }
+
   /** A one-line summary of what decom did, for its exit. */
   summary(): string {
     const s = this.#stats;
     const q = this.#logq.stats();
     const rejected = Object.entries(s.rejected).map(([k, v]) => `${v} ${k}`).join(", ");
+    const lost = s.kernelDrops > 0
+      ? `, ${s.kernelDrops} dropped by the kernel before decom read them (lost)`
+      : "";
+    const unlogged = q.pendingPackets > 0
+      ? `, ${q.pendingPackets} NOT LOGGED (no logger took them before exit)`
+      : "";
     return `${s.packets} datagrams (${s.bytes} bytes), ${s.decoded} values decoded, ${s.errors} rejected${
       rejected ? ` (${rejected})` : ""
-    }; logger: ${q.sent} sent, ${q.dropped} dropped, ${q.pendingPackets} still buffered`;
+    }${lost}; logger: ${q.sent} sent, ${q.dropped} dropped${unlogged}`;
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    // Give the logger what is held and buffered, if it is there to take it.
+    // Give the logger what is held and buffered, if it is there to take it (run() waited
+    // for it already when stopped by a signal).
     if (this.#logq.stats().connected) this.#logq.finish();
     this.#server?.close();
     for (const link of this.#links.values()) link.writer.close();

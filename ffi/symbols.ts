@@ -123,6 +123,8 @@ export const symbols = {
   gsw_udp_open_sender: { parameters: [], result: "i32" },
   // int32_t gsw_udp_local_port(int fd)
   gsw_udp_local_port: { parameters: ["i32"], result: "i32" },
+  // int32_t gsw_udp_receive_buffer(int fd)
+  gsw_udp_receive_buffer: { parameters: ["i32"], result: "i32" },
   // Batch *gsw_batch_new(uint32_t max)
   gsw_batch_new: { parameters: ["u32"], result: "pointer" },
   // void gsw_batch_free(Batch *b)

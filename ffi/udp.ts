@@ -46,6 +46,14 @@ export class UdpSocket extends OwnedFd {
     this.port = check(native().gsw_udp_local_port(fd), "reading the local port");
   }
 
+  /**
+   * The receive buffer the kernel granted, in bytes: the `receiveBuffer` asked for, or less
+   * where `net.core.rmem_max` caps it (without privileges).
+   */
+  receiveBuffer(): number {
+    return check(native().gsw_udp_receive_buffer(this.fd), "reading the receive buffer size");
+  }
+
   /** An unbound socket for sending. */
   static sender(): OwnedFd {
     return new OwnedFd(check(native().gsw_udp_open_sender(), "opening a UDP sender"), "UDP sender");
@@ -64,6 +72,11 @@ export interface DatagramMeta {
   srcAddress: string;
   srcPort: number;
   truncated: boolean;
+  /**
+   * The socket's count of datagrams the kernel dropped (receive buffer full), as of this
+   * datagram's arrival: it grows when datagrams were lost before this one.
+   */
+  kernelDrops: number;
 }
 
 export function datagramMeta(meta: DataView, i: number): DatagramMeta {
@@ -78,6 +91,7 @@ export function datagramMeta(meta: DataView, i: number): DatagramMeta {
     }`,
     srcPort: meta.getUint16(at + 20, true),
     truncated: (flags & FLAG_TRUNCATED) !== 0,
+    kernelDrops: meta.getUint32(at + 24, true),
   };
 }
 

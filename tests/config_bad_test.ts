@@ -122,9 +122,16 @@ const CASES: [string, number, number, string, number?][] = [
     "bad-multicast.yaml",
     5,
     5,
-    `multicast must be a multicast group address (IPv4 224.0.0.0–239.255.255.255, IPv6 ff00::/8), not "10.1.2.3"`,
+    `multicast must be an IPv4 multicast group address (224.0.0.0–239.255.255.255), not "10.1.2.3"`,
   ],
-  ["bad-bind.yaml", 5, 5, `bind must be an IP address of this machine`],
+  ["bad-bind.yaml", 5, 5, `bind must be an IPv4 address of this machine`],
+  ["ipv6-bind.yaml", 5, 5, `bind ::1 is IPv6, which decom does not receive yet`],
+  [
+    "ipv6-multicast.yaml",
+    6,
+    5,
+    `multicast group ff02::1 is IPv6, which decom does not receive yet`,
+  ],
   [
     "packet-without-source.yaml",
     9,

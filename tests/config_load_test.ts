@@ -144,7 +144,7 @@ Deno.test("health measurements follow the user's, per source and packet", () => 
 name: two
 sources:
   - { name: radio, bind: 0.0.0.0, multicast: 239.1.2.3 }
-  - { name: umbilical, bind: "::" }
+  - { name: umbilical, bind: 127.0.0.1 }
 measurements:
   A: { type: uint, size: 2 }
   B: { type: uint, size: 2 }
@@ -161,12 +161,14 @@ telemetry_packets:
     "radio.bytes",
     "radio.errors",
     "radio.drops",
+    "radio.kernel_drops",
     "radio.packet_rate",
     "radio.P.age",
     "umbilical.packets",
     "umbilical.bytes",
     "umbilical.errors",
     "umbilical.drops",
+    "umbilical.kernel_drops",
     "umbilical.packet_rate",
     "umbilical.Q.age",
   ]);
@@ -180,7 +182,7 @@ telemetry_packets:
   assert.equal(measurement(c, "radio.packet_rate").unit, "Hz");
   assert.deepEqual(c.sources, [
     { name: "radio", bind: "0.0.0.0", multicast: "239.1.2.3", ports: [45900], packets: [0] },
-    { name: "umbilical", bind: "::", multicast: undefined, ports: [45901], packets: [1] },
+    { name: "umbilical", bind: "127.0.0.1", multicast: undefined, ports: [45901], packets: [1] },
   ]);
 });
 

@@ -15,6 +15,7 @@ Deno.test("decom counts, rejects and reports link health as measurements", async
     "vehicle.bytes",
     "vehicle.errors",
     "vehicle.drops",
+    "vehicle.kernel_drops",
     "vehicle.packet_rate",
     "vehicle.Nav.age",
     "vehicle.GPS.age",
@@ -71,6 +72,58 @@ Deno.test("decom counts, rejects and reports link health as measurements", async
     ),
     `decom's exit summary:\n${decom.lines.join("\n")}`,
   );
+  // No logger ever came: the summary says the raw packets were not logged, not "buffered".
+  assert(
+    decom.lines.some((l) => l.includes(`${total} NOT LOGGED (no logger took them before exit)`)),
+    decom.lines.join("\n"),
+  );
   sub.reader.close();
   sub.conn.close();
+});
+
+Deno.test("datagrams the kernel drops while decom is stopped are counted and reported", async () => {
+  await using p = Pipeline.create();
+  const decom = await p.decom(["--health-interval", "0.1"]);
+  await p.broker();
+  const sub = p.subscribeRaw(["vehicle.packets", "vehicle.kernel_drops"]);
+  const latest = new Map<string, unknown>();
+  const poll = () =>
+    sub.reader.takePending((s) => {
+      const m = sub.reply.channels[s.channel].measurement!;
+      latest.set(m.key, decodeRaw(m, s.bytes));
+    });
+  try {
+    // Stopped, decom cannot read: 30 000 datagrams overflow its 8 MiB receive buffer.
+    const flood = Array.from({ length: 30_000 }, () => new Uint8Array(24));
+    decom.kill("SIGSTOP");
+    await p.send(p.ports[0], flood);
+    decom.kill("SIGCONT");
+    // The drop count rides on the datagrams that arrive after the drops: keep sending one now
+    // and then (the first may meet a buffer still full) until every datagram sent is either
+    // received or counted as dropped.
+    let sent = flood.length;
+    const accounted = () => {
+      poll();
+      const got = latest.get("vehicle.packets") as bigint | undefined;
+      const dropped = latest.get("vehicle.kernel_drops") as bigint | undefined;
+      return got !== undefined && dropped !== undefined && got + dropped === BigInt(sent);
+    };
+    for (const deadline = Date.now() + 10_000; !accounted();) {
+      assert(
+        Date.now() < deadline,
+        `received ${latest.get("vehicle.packets")} + dropped ${
+          latest.get("vehicle.kernel_drops")
+        } of ${sent} sent`,
+      );
+      await p.send(p.ports[0], [new Uint8Array(24)]);
+      sent++;
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    assert((latest.get("vehicle.kernel_drops") as bigint) > 0n, "the flood overflowed");
+    await decom.waitFor(/port \d+: the kernel dropped \d+ datagrams .* these are lost/);
+  } finally {
+    decom.kill("SIGCONT");
+    sub.reader.close();
+    sub.conn.close();
+  }
 });

@@ -186,3 +186,34 @@ Deno.test("100,000 datagrams flat out: what arrives is intact and counted", asyn
     assert.ok(t.worstBackNs < 50_000_000n, `a timestamp went back ${t.worstBackNs} ns`);
   });
 });
+
+Deno.test("multicast: the group is joined on the interface of the bind address, and only its datagrams taken", async () => {
+  // Group traffic on the loopback interface: a socket bound to 127.0.0.1 must join there
+  // (joining on "any" interface would pick the default route's and hear nothing).
+  const group = "239.77.7.7";
+  using rx = new UdpSocket({ bind: "127.0.0.1", port: 0, multicast: group });
+  using batch = new Batch(8);
+  const buf = new Uint8Array(8 * 64);
+  const meta = new Uint8Array(8 * META_LEN);
+  const { createSocket } = await import("node:dgram");
+  const tx = createSocket("udp4");
+  await new Promise<void>((r) => tx.bind(0, "127.0.0.1", r));
+  tx.setMulticastInterface("127.0.0.1");
+  tx.setMulticastLoopback(true);
+  const send = (text: string, to: string) =>
+    new Promise<void>((r, j) => tx.send(text, rx.port, to, (e) => e ? j(e) : r()));
+  try {
+    for (let i = 0; i < 5; i++) await send(`group ${i}`, group);
+    // Unicast to the same port is for other sockets: the group-bound one does not take it.
+    await send("unicast", "127.0.0.1");
+    await new Promise((r) => setTimeout(r, 100));
+    const n = batch.recv(rx.fd, buf, 64, meta);
+    const texts = Array.from({ length: n }, (_, i) => {
+      const m = datagramMeta(new DataView(meta.buffer), i);
+      return new TextDecoder().decode(buf.subarray(i * 64, i * 64 + m.length));
+    });
+    assert.deepEqual(texts, ["group 0", "group 1", "group 2", "group 3", "group 4"]);
+  } finally {
+    tx.close();
+  }
+});

@@ -1030,6 +1030,16 @@ pub extern "C" fn gsw_udp_local_port(fd: RawFd) -> i32 {
     }) as i32
 }
 
+/// The receive buffer the kernel granted a UDP socket, in bytes.
+#[no_mangle]
+pub extern "C" fn gsw_udp_receive_buffer(fd: RawFd) -> i32 {
+    boundary(|| {
+        // SAFETY: the caller keeps `fd` open for the call.
+        let fd = unsafe { sys::borrow(fd)? };
+        Ok(udp::receive_buffer(fd)?.min(i32::MAX as u32) as i64)
+    }) as i32
+}
+
 #[no_mangle]
 pub extern "C" fn gsw_batch_new(max: u32) -> *mut Batch {
     boundary_ptr(|| Ok(Box::into_raw(Box::new(Batch::new(max as usize)?))))

@@ -12,16 +12,22 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 /// Bytes of metadata written per received datagram:
 /// `len u32` (bytes stored), `orig_len u32` (true datagram length), `timestamp_ns u64`
 /// (kernel receive time, CLOCK_REALTIME), `src_ip [u8; 4]` (network order), `src_port u16`,
-/// `flags u16` ([`FLAG_TRUNCATED`]), `reserved u64`.
+/// `flags u16` ([`FLAG_TRUNCATED`]), `drops u32` (the socket's count of datagrams the kernel
+/// dropped for want of buffer space, as of this datagram: `SO_RXQ_OVFL`; 0 until the first
+/// drop), `reserved u32`.
 pub const META_LEN: usize = 32;
 /// The datagram was longer than its slot: `len` bytes were kept, `orig_len` is the real size.
 pub const FLAG_TRUNCATED: u16 = 1;
 /// Most datagrams one call receives or sends.
 pub const MAX_BATCH: usize = 1024;
 
-/// Opens a non-blocking IPv4 UDP socket bound to `bind:port`, joined to `multicast` if
-/// given, with SO_TIMESTAMPNS on and the receive buffer raised to `rcvbuf` bytes (as far as
-/// the system allows).
+/// Opens a non-blocking IPv4 UDP socket bound to `bind:port`, with SO_TIMESTAMPNS and
+/// SO_RXQ_OVFL on and the receive buffer raised to `rcvbuf` bytes (as far as the system
+/// allows; read back what was granted with [`receive_buffer`]).
+///
+/// With a `multicast` group, the socket is bound to `group:port` (so it takes that group's
+/// datagrams, not unicast ones meant for another socket on the port) and joins the group on the
+/// interface whose address is `bind` (0.0.0.0: the one the routing table picks).
 pub fn open(bind: &str, port: u16, multicast: Option<&str>, rcvbuf: u32) -> Result<OwnedFd> {
     let bind_ip: Ipv4Addr = bind.parse().map_err(|_| {
         Error::arg(format!(
@@ -43,6 +49,7 @@ pub fn open(bind: &str, port: u16, multicast: Option<&str>, rcvbuf: u32) -> Resu
     for (opt, what) in [
         (libc::SO_REUSEADDR, "SO_REUSEADDR"),
         (libc::SO_TIMESTAMPNS, "SO_TIMESTAMPNS"),
+        (libc::SO_RXQ_OVFL, "SO_RXQ_OVFL"),
     ] {
         setsockopt(fd.as_fd(), libc::SOL_SOCKET, opt, &one, what)?;
     }
@@ -50,7 +57,23 @@ pub fn open(bind: &str, port: u16, multicast: Option<&str>, rcvbuf: u32) -> Resu
         // Best effort: a smaller buffer still works, it only drops sooner under bursts.
         let _ = sock::set_buffer(fd.as_fd(), rcvbuf, false);
     }
-    let addr = sockaddr(bind_ip, port);
+    let group_ip = match multicast {
+        None => None,
+        Some(group) => {
+            let ip: Ipv4Addr = group.parse().map_err(|_| {
+                Error::arg(format!(
+                    "multicast group \"{group}\" is not an IPv4 address"
+                ))
+            })?;
+            if !ip.is_multicast() {
+                return Err(Error::arg(format!(
+                    "{ip} is not a multicast group (224.0.0.0 to 239.255.255.255)"
+                )));
+            }
+            Some(ip)
+        }
+    };
+    let addr = sockaddr(group_ip.unwrap_or(bind_ip), port);
     // SAFETY: `addr` is a valid sockaddr_in; `fd` is valid for this call.
     let ret = unsafe {
         libc::bind(
@@ -69,27 +92,19 @@ pub fn open(bind: &str, port: u16, multicast: Option<&str>, rcvbuf: u32) -> Resu
             Some(libc::EACCES) => "; ports below 1024 need privileges",
             _ => "",
         };
-        let mut e = Error::from_io(&format!("cannot receive UDP on {bind_ip}:{port}"), err);
+        let at = group_ip.unwrap_or(bind_ip);
+        let mut e = Error::from_io(&format!("cannot receive UDP on {at}:{port}"), err);
         e.message.push_str(hint);
         return Err(e);
     }
-    if let Some(group) = multicast {
-        let group_ip: Ipv4Addr = group.parse().map_err(|_| {
-            Error::arg(format!(
-                "multicast group \"{group}\" is not an IPv4 address"
-            ))
-        })?;
-        if !group_ip.is_multicast() {
-            return Err(Error::arg(format!(
-                "{group_ip} is not a multicast group (224.0.0.0 to 239.255.255.255)"
-            )));
-        }
+    if let Some(group_ip) = group_ip {
         let mreq = libc::ip_mreq {
             imr_multiaddr: libc::in_addr {
                 s_addr: u32::from(group_ip).to_be(),
             },
+            // The interface with the `bind` address; INADDR_ANY lets the routing table choose.
             imr_interface: libc::in_addr {
-                s_addr: libc::INADDR_ANY,
+                s_addr: u32::from(bind_ip).to_be(),
             },
         };
         setsockopt(
@@ -97,7 +112,7 @@ pub fn open(bind: &str, port: u16, multicast: Option<&str>, rcvbuf: u32) -> Resu
             libc::IPPROTO_IP,
             libc::IP_ADD_MEMBERSHIP,
             &mreq,
-            "IP_ADD_MEMBERSHIP",
+            &format!("IP_ADD_MEMBERSHIP {group_ip} on the interface of {bind_ip}"),
         )?;
     }
     Ok(fd)
@@ -116,6 +131,25 @@ pub fn open_sender() -> Result<OwnedFd> {
     let fd = sys::own(ret, "socket(AF_INET, SOCK_DGRAM) failed")?;
     let _ = sock::set_buffer(fd.as_fd(), 4 << 20, true);
     Ok(fd)
+}
+
+/// The receive buffer the kernel granted a socket, in bytes (Linux reports twice what it
+/// accounts as usable: this is its figure halved, the payload room asked for).
+pub fn receive_buffer(fd: BorrowedFd<'_>) -> Result<u32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes of their sizes; `fd` is valid for this call.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    sys::check(ret, "getsockopt(SO_RCVBUF) failed")?;
+    Ok((v.max(0) as u32) / 2)
 }
 
 fn setsockopt<T>(
@@ -264,7 +298,8 @@ impl Batch {
             let orig = m.msg_len as usize;
             let truncated = orig > slot || m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let stored = orig.min(slot);
-            let ts = timestamp(&m.msg_hdr).unwrap_or(fallback_ts);
+            let (ts, drops) = control_info(&m.msg_hdr);
+            let ts = ts.unwrap_or(fallback_ts);
             let addr = &self.addrs[i];
             let from_inet = m.msg_hdr.msg_namelen as usize
                 >= std::mem::size_of::<libc::sockaddr_in>()
@@ -285,7 +320,8 @@ impl Batch {
             rec[20..22].copy_from_slice(&port.to_le_bytes());
             let flags = if truncated { FLAG_TRUNCATED } else { 0 };
             rec[22..24].copy_from_slice(&flags.to_le_bytes());
-            rec[24..32].fill(0);
+            rec[24..28].copy_from_slice(&drops.to_le_bytes());
+            rec[28..32].fill(0);
         }
         Ok(got)
     }
@@ -354,21 +390,30 @@ impl Batch {
 }
 
 /// The SCM_TIMESTAMPNS receive time in a received message's control data, if present.
-fn timestamp(hdr: &libc::msghdr) -> Option<u64> {
+/// The kernel receive time (SCM_TIMESTAMPNS) and the socket's drop count (SO_RXQ_OVFL, sent
+/// only once it is non-zero) from a received message's control data.
+fn control_info(hdr: &libc::msghdr) -> (Option<u64>, u32) {
+    let (mut ts, mut drops) = (None, 0);
     // SAFETY: the kernel wrote well-formed control headers up to msg_controllen into the
     // buffer msg_control points at; CMSG_* stay inside it.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts = (libc::CMSG_DATA(cmsg) as *const libc::timespec).read_unaligned();
-                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET {
+                let data = libc::CMSG_DATA(cmsg);
+                match (*cmsg).cmsg_type {
+                    libc::SCM_TIMESTAMPNS => {
+                        let t = (data as *const libc::timespec).read_unaligned();
+                        ts = Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
+                    }
+                    libc::SO_RXQ_OVFL => drops = (data as *const u32).read_unaligned(),
+                    _ => {}
+                }
             }
             cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
         }
     }
-    None
+    (ts, drops)
 }
 
 /// Reads a received datagram's metadata record (for Rust callers and tests).
@@ -413,5 +458,69 @@ mod tests {
         let (len1, orig1, _, flags1) = meta_of(&meta, 1);
         assert_eq!((len1, orig1, flags1), (64, 200, FLAG_TRUNCATED));
         assert_eq!(batch.recv(rx.as_fd(), &mut buf, 64, &mut meta).unwrap(), 0);
+    }
+
+    #[test]
+    fn kernel_drops_are_reported_with_the_datagrams_after_them() {
+        // The smallest receive buffer the kernel allows, flooded while nobody reads.
+        let rx = open("127.0.0.1", 0, None, 1).unwrap();
+        let port = local_port(rx.as_fd()).unwrap();
+        let granted = receive_buffer(rx.as_fd()).unwrap();
+        assert!(granted > 0 && granted < 1 << 16, "granted {granted}");
+        let tx = open_sender().unwrap();
+        let mut batch = Batch::new(64).unwrap();
+        let out = vec![7u8; 64 * 512];
+        let mut sent = 0;
+        for _ in 0..20 {
+            sent += batch
+                .send(
+                    tx.as_fd(),
+                    &out,
+                    &[512; 64],
+                    Ipv4Addr::LOCALHOST,
+                    port,
+                    None,
+                )
+                .unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut buf = vec![0u8; 64 * 512];
+        let mut meta = vec![0u8; 64 * META_LEN];
+        let (mut received, mut drops) = (0usize, 0u32);
+        loop {
+            let n = batch.recv(rx.as_fd(), &mut buf, 512, &mut meta).unwrap();
+            if n == 0 {
+                break;
+            }
+            received += n;
+            for i in 0..n {
+                let d = u32::from_le_bytes(
+                    meta[i * META_LEN + 24..i * META_LEN + 28]
+                        .try_into()
+                        .unwrap(),
+                );
+                assert!(d >= drops, "the drop count never goes back");
+                drops = d;
+            }
+        }
+        assert!(
+            received > 0 && received < sent,
+            "received {received} of {sent}"
+        );
+        // A datagram carries the count as of its own arrival: those queued before the flood
+        // overflowed say 0. The next one to arrive carries every drop: with what was received,
+        // that is every datagram sent.
+        batch
+            .send(tx.as_fd(), &out[..8], &[8], Ipv4Addr::LOCALHOST, port, None)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        assert_eq!(batch.recv(rx.as_fd(), &mut buf, 512, &mut meta).unwrap(), 1);
+        let d = u32::from_le_bytes(meta[24..28].try_into().unwrap());
+        assert!(d >= drops);
+        assert_eq!(
+            received + d as usize,
+            sent,
+            "received {received}, dropped {d}"
+        );
     }
 }
