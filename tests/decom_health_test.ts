@@ -4,6 +4,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { decodeRaw } from "../config/mod.ts";
+import { readAll } from "../logger/format.ts";
 import { eventually, Pipeline } from "./helpers/pipeline.ts";
 
 Deno.test("decom counts, rejects and reports link health as measurements", async () => {
@@ -126,4 +127,37 @@ Deno.test("datagrams the kernel drops while decom is stopped are counted and rep
     sub.reader.close();
     sub.conn.close();
   }
+});
+
+Deno.test("decom stopped while holding raw packets hands them to a logger that started meanwhile", async () => {
+  await using p = Pipeline.create();
+  // Health (and with it the reconnection to the logger) only once a minute: only the stop
+  // itself can hand the packets over.
+  const decom = await p.decom(["--health-interval", "60"]);
+  const datagrams = Array.from({ length: 200 }, (_, k) => {
+    const b = new Uint8Array(24);
+    new DataView(b.buffer).setUint32(8, k, true);
+    return b;
+  });
+  await p.send(p.ports[0], datagrams);
+  const logger = await p.logger();
+  await new Promise((r) => setTimeout(r, 200));
+  assert(!logger.lines.some((l) => l.includes("decom connected")), "decom waited for its stop");
+  decom.kill("SIGTERM");
+  assertEquals((await decom.status).code, 0, decom.lines.join("\n"));
+  assert(
+    decom.lines.some((l) => /logger: 200 sent, 0 dropped$/.test(l)),
+    decom.lines.join("\n"),
+  );
+  logger.kill("SIGTERM");
+  assertEquals((await logger.status).code, 0, logger.lines.join("\n"));
+  const [run] = [...Deno.readDirSync(`${p.dir}/logs`)].map((e) => `${p.dir}/logs/${e.name}`);
+  const files = [...Deno.readDirSync(run)].filter((e) => e.name.endsWith(".gswlog"))
+    .map((e) => `${run}/${e.name}`);
+  const { records } = await readAll(files);
+  assertEquals(
+    records.map((r) => new DataView(r.payload.buffer, r.payload.byteOffset).getUint32(8, true)),
+    datagrams.map((_, k) => k),
+    "every raw packet is in the log, in order",
+  );
 });
