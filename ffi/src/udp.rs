@@ -47,7 +47,6 @@ pub fn open(bind: &str, port: u16, multicast: Option<&str>, rcvbuf: u32) -> Resu
     )?;
     let one: libc::c_int = 1;
     for (opt, what) in [
-        (libc::SO_REUSEADDR, "SO_REUSEADDR"),
         (libc::SO_TIMESTAMPNS, "SO_TIMESTAMPNS"),
         (libc::SO_RXQ_OVFL, "SO_RXQ_OVFL"),
     ] {
@@ -73,6 +72,18 @@ pub fn open(bind: &str, port: u16, multicast: Option<&str>, rcvbuf: u32) -> Resu
             Some(ip)
         }
     };
+    // SO_REUSEADDR only for a group, which several receivers may share. On a unicast port it
+    // would let a second decom bind too, and the kernel would hand each datagram to just one
+    // of them: the port is refused (EADDRINUSE) instead.
+    if group_ip.is_some() {
+        setsockopt(
+            fd.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one,
+            "SO_REUSEADDR",
+        )?;
+    }
     let addr = sockaddr(group_ip.unwrap_or(bind_ip), port);
     // SAFETY: `addr` is a valid sockaddr_in; `fd` is valid for this call.
     let ret = unsafe {
@@ -522,5 +533,20 @@ mod tests {
             sent,
             "received {received}, dropped {d}"
         );
+    }
+
+    #[test]
+    fn a_unicast_port_is_not_shared() {
+        let a = open("127.0.0.1", 0, None, 0).unwrap();
+        let port = local_port(a.as_fd()).unwrap();
+        for bind in ["127.0.0.1", "0.0.0.0"] {
+            let err = open(bind, port, None, 0).unwrap_err();
+            assert_eq!(err.code, libc::EADDRINUSE, "{bind}: {}", err.message);
+            assert!(
+                err.message.contains("already receives on this port"),
+                "{}",
+                err.message
+            );
+        }
     }
 }
