@@ -8,7 +8,7 @@ import { loadCommandConfig } from "../cli/service.ts";
 import { textLines } from "../cli/lines.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { brokerSocket, decomSocket, loggerSocket, openRunDir } from "../control/rundir.ts";
-import { unlinkPath } from "../ffi/mod.ts";
+import { UnixConnection, unlinkPath } from "../ffi/mod.ts";
 import { type ChildSpec, type LogLine, Supervisor } from "./supervisor.ts";
 import type { LiveView } from "./view.ts";
 
@@ -61,6 +61,16 @@ function exists(path: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Whether a process accepts connections on the UNIX socket at `path`. */
+function answers(path: string): boolean {
+  try {
+    UnixConnection.connect(path).close();
+    return true;
+  } catch {
+    return false; // absent, or a socket file nobody listens on any more
   }
 }
 
@@ -212,6 +222,17 @@ export function main(args: string[]): Promise<number> {
       });
     }
 
+    // Another pipeline on this run directory would lose its sockets to this one (and its
+    // ports to this one's decoms): refuse before starting anything.
+    const ours = children.flatMap((c) => c.socket ? [c.socket] : []);
+    const live = ours.find(answers);
+    if (live) {
+      throw new UserError(
+        `a pipeline is already running in ${runDir} (${live} answers): stop it first, or ` +
+          "give this one its own run directory with --run-dir DIR (or GSW_RUN_DIR)",
+      );
+    }
+
     const useView = !values["no-view"] && Deno.stdout.isTerminal();
     let view: LiveView | null = null;
     const onLine = (line: LogLine) => {
@@ -262,12 +283,11 @@ export function main(args: string[]): Promise<number> {
     await supervisor.stop();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
-    // A child that had to be killed could not remove its socket: remove it for it.
-    const ours = [brokerSocket(runDir), loggerSocket(runDir)];
-    for (const s of config.sources) ours.push(decomSocket(runDir, s.name));
+    // A child that had to be killed could not remove its socket: remove it for it, if nothing
+    // answers there (a socket another process serves is not ours to remove).
     const removed = ours.filter((path) => {
       try {
-        return unlinkPath(path);
+        return !answers(path) && unlinkPath(path);
       } catch {
         return false;
       }

@@ -34,6 +34,8 @@ const GRACE_MS = 3000;
 
 export class Supervisor {
   readonly #running = new Map<string, Running>();
+  /** Child names in the order they were first started (restarts keep their place). */
+  readonly #order: string[] = [];
   #stopping = false;
   /** Set when a child fails at start: the pipeline cannot run, say why and stop. */
   fatal: string | null = null;
@@ -61,6 +63,7 @@ export class Supervisor {
       exited: child.status,
     };
     this.#running.set(spec.name, running);
+    if (!this.#order.includes(spec.name)) this.#order.push(spec.name);
     this.#pump(spec.name, child.stdout);
     this.#pump(spec.name, child.stderr);
     running.exited.then((status) => this.#onExit(running, status));
@@ -74,7 +77,10 @@ export class Supervisor {
     if (this.#running.get(r.spec.name) === r) this.#running.delete(r.spec.name);
     if (this.#stopping) return;
     const how = status.signal ? `killed by ${status.signal}` : `exited with code ${status.code}`;
-    if (performance.now() - r.started < FAST_FAILURE_MS && !status.signal) {
+    // Fatal only the first time: a part that ran once and now fails fast on restart (a client
+    // crashing the broker again, say) is retried with backoff, never allowed to stop the
+    // others (decom and the logger must keep recording).
+    if (r.restarts === 0 && performance.now() - r.started < FAST_FAILURE_MS && !status.signal) {
       this.fatal = `${r.spec.name} ${how} right after starting (see its message above)`;
       this.onFatal(this.fatal);
       return;
@@ -96,30 +102,30 @@ export class Supervisor {
   }
 
   /**
-   * Stops every child, in reverse start order: SIGTERM, then SIGKILL for any still running
-   * after the grace period. Resolves when all have exited.
+   * Stops every child, one at a time in reverse start order (the simulator, then the broker
+   * and decoms, the logger last, so each can still hand what it holds to the next): SIGTERM,
+   * then SIGKILL if it is still running after the grace period. Resolves when all have exited.
    */
   async stop(): Promise<void> {
     this.#stopping = true;
-    const all = [...this.#running.values()].reverse();
-    for (const r of all) {
+    for (const name of [...this.#order].reverse()) {
+      const r = this.#running.get(name);
+      if (!r) continue;
       try {
         r.child.kill("SIGTERM");
       } catch {
-        // Already exited.
+        continue; // Already exited.
       }
-    }
-    const timer = setTimeout(() => {
-      for (const r of all) {
+      const timer = setTimeout(() => {
         try {
           r.child.kill("SIGKILL");
           this.onLine({ from: "start", text: `${r.spec.name} did not stop in time: killed` });
         } catch {
           // Exited meanwhile.
         }
-      }
-    }, GRACE_MS);
-    await Promise.allSettled(all.map((r) => r.exited));
-    clearTimeout(timer);
+      }, GRACE_MS);
+      await r.exited.catch(() => {});
+      clearTimeout(timer);
+    }
   }
 }

@@ -3,7 +3,8 @@
  * no socket in the run directory, nothing in /dev/shm.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { Pipeline, REPO, taskArgs } from "./helpers/pipeline.ts";
+import { UnixConnection } from "../ffi/mod.ts";
+import { eventually, Pipeline, REPO, taskArgs } from "./helpers/pipeline.ts";
 
 function shm(): string[] {
   try {
@@ -108,4 +109,30 @@ Deno.test("start brings the native library up to date with cargo, and a failed r
   );
   const upToDate = await run(`echo "    Finished release" >&2`, `${p.dir}/run-c`);
   assert(!/Finished|rebuild/.test(upToDate), upToDate);
+});
+
+Deno.test("a second start on the same run directory is refused, and the first keeps its sockets", async () => {
+  await using p = Pipeline.create();
+  const first = runStart(p, p.runDir, 6);
+  await eventually("the first pipeline's broker", () => {
+    try {
+      return Deno.statSync(`${p.runDir}/broker.sock`) ? true : undefined;
+    } catch {
+      return undefined;
+    }
+  }, 15_000);
+  const second = await runStart(p, p.runDir, 1);
+  assert(second.code !== 0, second.text);
+  assert(
+    second.text.includes(`a pipeline is already running in ${p.runDir}`) &&
+      second.text.includes("--run-dir"),
+    second.text,
+  );
+  assert(!/pipeline "rocket" in run directory/.test(second.text), "it started nothing");
+  // The first pipeline still serves: its sockets are there and answer.
+  for (const name of ["broker.sock", "logger.sock", "decom.vehicle.sock"]) {
+    UnixConnection.connect(`${p.runDir}/${name}`).close();
+  }
+  const done = await first;
+  assertEquals(done.code, 0, done.text);
 });
