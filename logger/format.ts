@@ -219,7 +219,7 @@ export interface ReadStats {
   truncated: number;
   /** Files that could not be read or are not gsw logs (nothing was read from them). */
   badFiles: number;
-  /** File headers whose checksum failed (their records were still read). */
+  /** File headers whose checksum failed or that were damaged (their records were still read). */
   badHeaders: number;
   /** One line per problem, `file: offset N: what` (the first 100). */
   problems: string[];
@@ -335,6 +335,12 @@ export class LogReader {
     }
   }
 
+  /**
+   * Reads the file header and leaves `w.pos` at the first record. A header that does not hold
+   * together (its magic, version, length or checksum damaged) is reported, and the records are
+   * found by their sync words instead, as long as version-1 records follow: a header whose
+   * checksum holds but whose version is unknown is a newer format, which is refused.
+   */
   async #readHeader(path: string, w: Window): Promise<FileHeader | null> {
     await w.fill(16);
     const bad = (what: string) => {
@@ -349,47 +355,67 @@ export class LogReader {
       }
       return bad("the file ends inside its header");
     }
-    if (!FILE_MAGIC.every((b, i) => w.buf[i] === b)) {
-      return bad("not a gsw log (no \\x89GSWLOG magic)");
-    }
+    // Up to two damaged bytes of the magic still say "gsw log" (a PNG shares two of eight).
+    const magicBytes = FILE_MAGIC.filter((b, i) => w.buf[i] === b).length;
+    if (magicBytes < FILE_MAGIC.length - 2) return bad("not a gsw log (no \\x89GSWLOG magic)");
     const version = w.view.getUint16(8, true);
-    if (version !== FORMAT_VERSION) {
-      return bad(
-        `log format version ${version}; this gsw reads version ${FORMAT_VERSION} (update gsw)`,
-      );
-    }
     const len = w.view.getUint32(12, true);
-    if (len < HEADER_FIXED_LEN + 4 || len > MAX_HEADER_LEN || len % 8 !== 0) {
-      return bad(`damaged header (header length ${len})`);
+    const lengthOk = len >= HEADER_FIXED_LEN + 4 && len <= MAX_HEADER_LEN && len % 8 === 0;
+    if (lengthOk) await w.fill(len);
+    const whole = lengthOk && w.end >= len;
+    if (whole && w.view.getUint32(len - 4, true) === crc32c(w.buf, 0, len - 4)) {
+      // The header is as written (the CRC covers magic, version and length).
+      if (version !== FORMAT_VERSION) {
+        return bad(
+          `log format version ${version}; this gsw reads version ${FORMAT_VERSION}` +
+            (version > FORMAT_VERSION ? " (update gsw)" : ""),
+        );
+      }
+      w.pos = len;
+      return parseHeader(w.buf, len);
     }
-    await w.fill(len);
-    if (w.end < len) return bad("the file ends inside its header");
-    const v = w.view;
-    if (v.getUint32(len - 4, true) !== crc32c(w.buf, 0, len - 4)) {
+    // The header fails its checksum. Is only its metadata damaged? Then its first record (or
+    // the end of the file, or a final record cut short) is where its length says, and no record
+    // starts before that.
+    const intact = magicBytes === FILE_MAGIC.length && version === FORMAT_VERSION && whole;
+    const metadataOnly = () => {
       this.stats.badHeaders++;
       this.#problem(path, 0, "header checksum mismatch: its metadata may be wrong");
-    }
-    const strings: string[] = [];
-    let at = HEADER_FIXED_LEN;
-    for (let i = 0; i < 4; i++) {
-      const n = at + 2 <= len - 4 ? v.getUint16(at, true) : 0;
-      const stop = Math.min(at + 2 + n, len - 4);
-      strings.push(decoder.decode(w.buf.subarray(Math.min(at + 2, stop), stop)));
-      at = stop;
-    }
-    w.pos = len;
-    return {
-      version,
-      sequence: v.getUint32(16, true),
-      clock: v.getUint32(20, true),
-      startNs: v.getBigUint64(24, true),
-      runStartNs: v.getBigUint64(32, true),
-      configHash: bytesToHex(w.buf.subarray(40, 72)),
-      configName: strings[0],
-      configPath: strings[1],
-      host: strings[2],
-      gswVersion: strings[3],
     };
+    if (intact && await probeAt(w, len) < 0) {
+      metadataOnly();
+      w.pos = len;
+      return parseHeader(w.buf, len);
+    }
+    // Else look for the first record from the end of the header's fixed part, keeping the
+    // header's bytes to read what they still say.
+    await w.fill(MAX_HEADER_LEN);
+    const head = w.buf.slice(0, Math.min(w.end, MAX_HEADER_LEN));
+    w.pos = Math.min(HEADER_FIXED_LEN, w.end);
+    if (!await seekRecord(w)) {
+      if (version !== FORMAT_VERSION) {
+        return bad(
+          `log format version ${version}, which this gsw does not read (it reads version ` +
+            `${FORMAT_VERSION}), in a header that fails its checksum, and no version-` +
+            `${FORMAT_VERSION} record follows: a newer format (update gsw) or a damaged file`,
+        );
+      }
+      if (lengthOk && !whole) return bad("the file ends inside its header");
+      return bad(`damaged file header (${damage(magicBytes, version, len)}) and no record`);
+    }
+    const first = w.base + w.pos;
+    if (intact && first === len) {
+      metadataOnly();
+      return parseHeader(head, len);
+    }
+    this.stats.badHeaders++;
+    this.#problem(
+      path,
+      0,
+      `damaged file header (${damage(magicBytes, version, len)}): its metadata may be wrong; ` +
+        `records recovered by their sync words from offset ${first}`,
+    );
+    return { ...parseHeader(head, Math.min(first, head.length)), version: FORMAT_VERSION };
   }
 
   async *#readRecords(
@@ -464,9 +490,7 @@ export class LogReader {
         badStart = w.base + w.pos;
         badShort = r < 0;
       }
-      const next = findSync(w.buf, w.pos + 1, w.end);
-      // Keep the last three bytes when no sync was found: they may begin one.
-      w.pos = next >= 0 ? next : w.eof ? w.end : Math.max(w.pos + 1, w.end - 3);
+      skipToSync(w);
     }
   }
 
@@ -503,7 +527,71 @@ function findSync(buf: Uint8Array, from: number, end: number): number {
   return -1;
 }
 
-/** Reads every record of `paths` into memory (for tests and small logs). */
+/**
+ * The header in `buf[0..len)`: the fixed part, then the strings as far as they fit before the
+ * CRC (bytes between the strings and the CRC are skipped: room for later fields).
+ */
+function parseHeader(buf: Uint8Array, len: number): FileHeader {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const strings: string[] = [];
+  let at = HEADER_FIXED_LEN;
+  for (let i = 0; i < 4; i++) {
+    const n = at + 2 <= len - 4 ? v.getUint16(at, true) : 0;
+    const stop = Math.min(at + 2 + n, len - 4);
+    strings.push(decoder.decode(buf.subarray(Math.min(at + 2, stop), stop)));
+    at = stop;
+  }
+  return {
+    version: v.getUint16(8, true),
+    sequence: v.getUint32(16, true),
+    clock: v.getUint32(20, true),
+    startNs: v.getBigUint64(24, true),
+    runStartNs: v.getBigUint64(32, true),
+    configHash: bytesToHex(buf.subarray(40, 72)),
+    configName: strings[0],
+    configPath: strings[1],
+    host: strings[2],
+    gswVersion: strings[3],
+  };
+}
+
+/** What is wrong with a header that does not hold together (if not magic or version: length). */
+function damage(magicBytes: number, version: number, len: number): string {
+  const what = [];
+  if (magicBytes < FILE_MAGIC.length) what.push("magic");
+  if (version !== FORMAT_VERSION) what.push(`version ${version}`);
+  return what.length > 0 ? what.join(", ") : `header length ${len}`;
+}
+
+/** `probe` at window offset `at` (while `w.pos` is 0), reading as much as it needs. */
+async function probeAt(w: Window, at: number): Promise<number> {
+  for (;;) {
+    const r = probe(w.buf, w.view, at, w.end);
+    if (r >= 0 || w.eof) return r;
+    await w.fill(at - r);
+  }
+}
+
+/** Moves `w.pos` to the next sync word, or as far as the data read allows when there is none. */
+function skipToSync(w: Window): void {
+  const next = findSync(w.buf, w.pos + 1, w.end);
+  // Keep the last three bytes when no sync was found: they may begin one.
+  w.pos = next >= 0 ? next : w.eof ? w.end : Math.max(w.pos + 1, w.end - 3);
+}
+
+/** Moves `w.pos` to the first valid record from it; false when the file has none. */
+async function seekRecord(w: Window): Promise<boolean> {
+  for (;;) {
+    await w.fill(RECORD_HEADER_LEN);
+    if (w.pos >= w.end && w.eof) return false;
+    const r = probe(w.buf, w.view, w.pos, w.end);
+    if (r > 0) return true;
+    if (r < 0 && !w.eof) await w.fill(-r);
+    else skipToSync(w);
+  }
+}
+
+/** Reads every record of `paths` into memory/** Reads every record of `paths` into memory (for tests and small logs). */
 export async function readAll(paths: readonly string[]): Promise<
   { records: LogEntry[]; stats: ReadStats; headers: { file: string; header: FileHeader }[] }
 > {

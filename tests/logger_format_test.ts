@@ -4,6 +4,7 @@ import { crc32c } from "../logger/crc32c.ts";
 import {
   encodeFileHeader,
   encodeLog,
+  encodeRecord,
   type FileHeader,
   FLAG_TRUNCATED,
   LogReader,
@@ -206,8 +207,12 @@ Deno.test("format: several files read in order; empty, foreign and newer files a
   await Deno.writeFile(`${dir.path}/b.gswlog`, encodeLog({ ...HEADER, sequence: 4 }, b));
   await Deno.writeFile(`${dir.path}/empty.gswlog`, new Uint8Array(0));
   await Deno.writeTextFile(`${dir.path}/text.gswlog`, "time,value\n1,2\n3,4\n5,6\n");
+  // Format version 2, written as such (its header's checksum holds): refused, whatever
+  // follows, since this gsw cannot know how to read it.
   const newer = encodeLog(HEADER, a);
-  newer[8] = 2; // format version 2
+  const h = new DataView(newer.buffer).getUint32(12, true);
+  newer[8] = 2;
+  new DataView(newer.buffer).setUint32(h - 4, crc32c(newer, 0, h - 4), true);
   await Deno.writeFile(`${dir.path}/newer.gswlog`, newer);
   const names = ["a", "empty", "text", "missing", "newer", "b"].map((n) =>
     `${dir.path}/${n}.gswlog`
@@ -221,17 +226,106 @@ Deno.test("format: several files read in order; empty, foreign and newer files a
   assert.match(problems, /empty\.gswlog: empty file/);
   assert.match(problems, /text\.gswlog: not a gsw log/);
   assert.match(problems, /missing\.gswlog: cannot open/);
-  assert.match(problems, /newer\.gswlog: log format version 2; this gsw reads version 1/);
+  assert.match(
+    problems,
+    /newer\.gswlog: log format version 2; this gsw reads version 1 \(update gsw\)/,
+  );
 });
 
 Deno.test("format: a damaged file header is reported, and its records still read", async () => {
   const records = sampleRecords(8);
-  const bytes = encodeLog(HEADER, records);
-  bytes[80] ^= 1; // inside the config name
+  const clean = encodeLog(HEADER, records);
+  const len = encodeFileHeader(HEADER).length;
+  // Any one byte of the header damaged, magic, version and length included: every record is
+  // read, from where it is, and the header is reported (not the file refused).
+  for (let at = 0; at < len; at++) {
+    for (const value of [clean[at] ^ 1, 0xff]) {
+      if (value === clean[at]) continue;
+      const bytes = clean.slice();
+      bytes[at] = value;
+      const got = await readBytes(bytes, at % 2 ? 64 : undefined); // small reads: spans chunks
+      const what = `header byte ${at} set to ${value}: ${got.stats.problems.join("; ")}`;
+      // The count first: a failing deepEqual over a 65507-byte payload takes minutes to print.
+      assert.equal(got.records.length, records.length, what);
+      assert.deepEqual(got.records, records, what);
+      assert.deepEqual(got.offsets, recordOffsets(records), what);
+      assert.equal(got.stats.badHeaders, 1, what);
+      assert.equal(got.stats.badFiles + got.stats.corrupt + got.stats.truncated, 0, what);
+      assert.equal(got.stats.problems.length, 1, what);
+      // Magic, version and length are named; the other bytes fail the checksum only.
+      assert.match(
+        got.stats.problems[0],
+        at < 10 || (at >= 12 && at < 16)
+          ? new RegExp(
+            `offset 0: damaged file header \\(.+\\): its metadata may be wrong; records ` +
+              `recovered by their sync words from offset ${len}$`,
+          )
+          : /offset 0: header checksum mismatch: its metadata may be wrong$/,
+        what,
+      );
+    }
+  }
+  // What the header still says is kept.
+  const bytes = clean.slice();
+  bytes[12] = 0xff;
   const got = await readBytes(bytes);
+  assert.match(got.stats.problems[0], /damaged file header \(header length 255\)/);
+  assert.deepEqual(got.headers[0].header, { ...HEADER, version: 1, clock: 0 });
+});
+
+Deno.test("format: a header length damaged to land on a later record loses no record before it", async () => {
+  const records = sampleRecords(8);
+  const bytes = encodeLog(HEADER, records);
+  const offsets = recordOffsets(records);
+  // Record 0 is empty (40 bytes): record 1 starts at a length that passes every check but
+  // the header's checksum.
+  new DataView(bytes.buffer).setUint32(12, offsets[1], true);
+  const got = await readBytes(bytes);
+  assert.equal(got.records.length, records.length, got.stats.problems.join("\n"));
   assert.deepEqual(got.records, records);
   assert.equal(got.stats.badHeaders, 1);
-  assert.match(got.stats.problems[0], /header checksum mismatch/);
+  assert.match(
+    got.stats.problems[0],
+    new RegExp(`damaged file header \\(header length ${offsets[1]}\\).+from offset ${offsets[0]}$`),
+  );
+});
+
+Deno.test("format: a header that fails its checksum and has no record after it is refused", async () => {
+  await using dir = await tempDir("format-header");
+  const header = encodeFileHeader(HEADER);
+  const garbage = Uint8Array.from({ length: 3000 }, (_, i) => (i * 151 + 7) & 0xff);
+  const files: Record<string, Uint8Array> = {
+    // A version this gsw does not know, in a header that fails its checksum, over data that
+    // holds no version-1 record: a newer format or damage, and nothing to guess from.
+    unknown: new Uint8Array([...header, ...garbage]),
+    // Version 1, its length damaged, and nothing but garbage after it.
+    length: new Uint8Array([...header, ...garbage]),
+    // Its metadata damaged, then a final record cut short: the header and a truncation.
+    cut: new Uint8Array([...header, ...encodeRecord(sampleRecords(8)[7]).subarray(0, 50)]),
+  };
+  files.unknown[8] = 2;
+  files.length[12] = 0xff;
+  files.cut[80] ^= 1;
+  for (const [name, bytes] of Object.entries(files)) {
+    await Deno.writeFile(`${dir.path}/${name}.gswlog`, bytes);
+  }
+  const got = await readAll(Object.keys(files).map((n) => `${dir.path}/${n}.gswlog`));
+  assert.equal(got.records.length, 0);
+  assert.equal(got.stats.badFiles, 2);
+  assert.equal(got.stats.files, 1);
+  assert.equal(got.stats.badHeaders, 1);
+  assert.equal(got.stats.truncated, 1);
+  const problems = got.stats.problems.join("\n");
+  assert.match(
+    problems,
+    /unknown\.gswlog: log format version 2, which this gsw does not read .+ no version-1 record follows: a newer format \(update gsw\) or a damaged file/,
+  );
+  assert.match(problems, /length\.gswlog: damaged file header \(header length 255\) and no record/);
+  assert.match(problems, /cut\.gswlog: offset 0: header checksum mismatch/);
+  assert.match(
+    problems,
+    new RegExp(`cut\\.gswlog: offset ${header.length}: truncated final record`),
+  );
 });
 
 Deno.test("format: the committed version-1 fixture still encodes and decodes byte for byte", async () => {
