@@ -6,6 +6,8 @@
 import { numberOption, parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
 import { resolveRunDir } from "../control/rundir.ts";
 import { GswError, takeSignals, watchSignals } from "../ffi/mod.ts";
+
+const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 import { noBrokerMessage, SubscribeError } from "../lib/errors.ts";
 import {
   type LinkStatus,
@@ -131,9 +133,17 @@ export async function main(args: string[]): Promise<number> {
       onStatus: (s: LinkStatus) => status(`${s.message} (${s.broker})`),
       onWaiting: status,
     };
+    // Ctrl-C while --wait waits for a broker ends it like Ctrl-C later: exit 0. (Deno's own
+    // listeners while Deno's event loop runs; the native watch below once the loop is ours.)
+    const interrupt = new AbortController();
+    const onSignal = () => interrupt.abort();
+    for (const sig of STOP_SIGNALS) Deno.addSignalListener(sig, onSignal);
     try {
-      sub = values.wait ? await subscribeWhenReady(names, options) : subscribe(names, options);
+      sub = values.wait
+        ? await subscribeWhenReady(names, { ...options, signal: interrupt.signal })
+        : subscribe(names, options);
     } catch (e) {
+      if (interrupt.signal.aborted) return 0;
       if (e instanceof SubscribeError) {
         if (e.code === "no-broker") {
           const unknown = await unknownFromConfig(names, values.config);
@@ -144,6 +154,8 @@ export async function main(args: string[]): Promise<number> {
       }
       if (e instanceof GswError) throw new UserError(e.message);
       throw e;
+    } finally {
+      for (const sig of STOP_SIGNALS) Deno.removeSignalListener(sig, onSignal);
     }
 
     try {

@@ -68,11 +68,23 @@ for (const order of ORDERS) {
       const line = await sub!.waitFor(/"measurement":"ALTITUDE"/, 15000);
       const u = JSON.parse(line);
       assert(u.value >= 1 && u.value <= f.sent(), `a value that was sent: ${line}`);
+      // Ctrl-C ends it cleanly after waiting, as without --wait.
+      sub!.kill("SIGINT");
+      assertEquals((await sub!.status).code, 0, sub!.lines.join("\n"));
     } finally {
       await f.stop();
     }
   });
 }
+
+Deno.test("subscribe --wait: Ctrl-C while no broker is there yet exits 0", async () => {
+  await using p = Pipeline.create();
+  const sub = subscriber(p, "ALTITUDE");
+  await sub.waitFor(/waiting for it/, 15000);
+  sub.kill("SIGINT");
+  const status = await sub.status;
+  assertEquals(status.code, 0, `${status.signal ?? ""} ${sub.lines.join("\n")}`);
+});
 
 /** Waits for the next library update with ALTITUDE above `after`; returns it and when. */
 async function nextAbove(
