@@ -69,6 +69,8 @@ Examples:
 const DEFAULT_LOG_DIR = "./logs";
 /** fdatasync the current file this often while data arrives: what a power cut may lose. */
 const SYNC_INTERVAL_MS = 1000;
+/** Longest a stopping logger waits for connected decoms to send their last packets and go. */
+const LINGER_MS = 1500;
 /** How often a paused logger retries a failed write. */
 const RETRY_MS = 1000;
 /** Receive buffer: one queue message of the largest size, with room to spare. */
@@ -450,6 +452,25 @@ class Logger {
     }
   }
 
+  /**
+   * At a stop, waits (at most LINGER_MS) for connected decoms to hang up, writing what they
+   * send meanwhile: a Ctrl-C reaches every process of the terminal at once, and a decom that
+   * stops sends its last raw packets as it goes. A decom that keeps running keeps its packets
+   * buffered for the next logger.
+   */
+  #linger(): void {
+    const deadline = performance.now() + LINGER_MS;
+    while (this.#peers.size > 0 && !this.#paused) {
+      const left = Math.ceil(deadline - performance.now());
+      if (left <= 0) break;
+      for (const r of this.#ws.waitSync(left)) {
+        const peer = this.#peers.get(r.token);
+        if (peer) this.#drain(peer, (r.events & HANGUP) !== 0);
+      }
+      this.#write();
+    }
+  }
+
   #shutdown(): number {
     // Take in connections still waiting to be accepted (their messages are already queued),
     // then no more; write what every decom had sent.
@@ -465,6 +486,7 @@ class Logger {
           if (!this.writer.commit()) break;
         }
       }
+      this.#linger();
     }
     const lost = this.writer.close();
     const w = this.writer;

@@ -161,3 +161,27 @@ Deno.test("decom stopped while holding raw packets hands them to a logger that s
     "every raw packet is in the log, in order",
   );
 });
+
+Deno.test("Ctrl-C to decom and logger at once (a terminal's process group): every raw packet is logged", async () => {
+  await using p = Pipeline.create();
+  const logger = await p.logger();
+  const decom = await p.decom();
+  const datagrams = Array.from({ length: 300 }, (_, k) => {
+    const b = new Uint8Array(24);
+    new DataView(b.buffer).setUint32(8, k, true);
+    return b;
+  });
+  await p.send(p.ports[0], datagrams);
+  // The logger hears it first (a signal reaches the processes of a group in no set order), and
+  // decom, within its 10 ms gathering window, sends its last message as it stops just after.
+  logger.kill("SIGINT");
+  await new Promise((r) => setTimeout(r, 30));
+  decom.kill("SIGINT");
+  assertEquals((await decom.status).code, 0, decom.lines.join("\n"));
+  assertEquals((await logger.status).code, 0, logger.lines.join("\n"));
+  assert(decom.lines.some((l) => /logger: 300 sent, 0 dropped$/.test(l)), decom.lines.join("\n"));
+  assert(
+    logger.lines.some((l) => /logger: stopped\. 1 file, 300 records/.test(l)),
+    logger.lines.join("\n"),
+  );
+});
