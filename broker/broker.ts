@@ -43,6 +43,8 @@ const TOKEN_SIGNALS = 1;
 const TOKEN_SOURCE_CONN = 1000;
 const TOKEN_SOURCE_BELL = 2000;
 const TOKEN_SERVERS = 1 << 20;
+/** Longest wait the native waitset takes (its timeout is an i32 of milliseconds). */
+const MAX_WAIT_MS = 2 ** 31 - 1;
 
 export interface BrokerOptions {
   config: Config;
@@ -440,7 +442,11 @@ export function sourceOf(config: Config, m: Measurement): string | undefined {
   return first === undefined ? undefined : config.packets[first].source;
 }
 
+/**
+ * `current` (negative: none yet) shortened to `candidate` ms (negative: overdue, 0), never
+ * beyond the longest wait a waitset takes: however far off a chore is, the wait is valid.
+ */
 function minTimeout(current: number, candidate: number): number {
-  const c = Math.max(0, candidate);
+  const c = Math.min(MAX_WAIT_MS, Math.max(0, candidate));
   return current < 0 ? c : Math.min(current, c);
 }

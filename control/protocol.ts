@@ -20,6 +20,12 @@ export const PROTOCOL_VERSION = 1;
  */
 export const MAX_CONTROL_MESSAGE = 200 * 1024;
 
+/**
+ * Lowest `maxRateHz` a subscription may ask for, other than 0 (every update): one value per
+ * 1000 s. A lower rate is a `bad-request`: its interval would overflow the broker's timers.
+ */
+export const MIN_RATE_HZ = 0.001;
+
 /** broker → decom: give me a segment with channels for these measurements (keys). */
 export interface AttachRequest {
   v: number;
@@ -38,7 +44,10 @@ export interface SubscribeRequest {
   op: "subscribe";
   /** Measurement keys or names. */
   measurements: string[];
-  /** At most this many updates per second per measurement (0 or omitted: every update). */
+  /**
+   * At most this many updates per second per measurement (0 or omitted: every update);
+   * otherwise at least MIN_RATE_HZ.
+   */
   maxRateHz?: number;
   client: string;
 }
@@ -158,6 +167,11 @@ function isStringArray(x: unknown, max: number): x is string[] {
     x.every((s) => typeof s === "string" && s.length <= 256);
 }
 
+/** Whether `rate` is a maxRateHz a subscription may ask for: 0, or finite and >= MIN_RATE_HZ. */
+export function validRate(rate: unknown): rate is number {
+  return rate === 0 || (typeof rate === "number" && rate >= MIN_RATE_HZ && isFinite(rate));
+}
+
 /** Parses and validates a request; throws ProtocolError with the reply to send otherwise. */
 export function parseRequest(bytes: Uint8Array): Request {
   const m = parseObject(bytes);
@@ -182,8 +196,12 @@ export function parseRequest(bytes: Uint8Array): Request {
         throw bad("subscribe needs measurements: a non-empty list of names");
       }
       const rate = m.maxRateHz;
-      if (rate !== undefined && (typeof rate !== "number" || !(rate >= 0) || !isFinite(rate))) {
-        throw bad("subscribe: maxRateHz must be a number >= 0");
+      if (rate !== undefined && !validRate(rate)) {
+        throw bad(
+          `subscribe: maxRateHz must be 0 (every update) or a number from ${MIN_RATE_HZ} up, not ${
+            JSON.stringify(rate)
+          }`,
+        );
       }
       return {
         v: PROTOCOL_VERSION,

@@ -12,9 +12,11 @@ import {
   type ErrorCode,
   type ErrorReply,
   MAX_CONTROL_MESSAGE,
+  MIN_RATE_HZ,
   parseReply,
   PROTOCOL_VERSION,
   ProtocolError,
+  validRate,
 } from "../control/protocol.ts";
 import { brokerSocket, measurementBrokerSocket, resolveRunDir } from "../control/rundir.ts";
 import { sendRequest } from "../control/client.ts";
@@ -71,7 +73,10 @@ export interface LinkStatus {
 export interface SubscribeOptions {
   /** The run directory holding the broker sockets (default: as every gsw process finds it). */
   runDir?: string;
-  /** At most this many updates per second per measurement; the broker sends the newest. */
+  /**
+   * At most this many updates per second per measurement; the broker sends the newest. 0 (the
+   * default) for every update, else at least MIN_RATE_HZ (0.001: one per 1000 s).
+   */
   maxRateHz?: number;
   /** Reconnect when a broker goes away and comes back (default true). */
   reconnect?: boolean;
@@ -179,8 +184,10 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
   constructor(names: readonly string[], options: SubscribeOptions = {}) {
     if (names.length === 0) throw new TypeError("subscribe needs at least one measurement name");
     const rate = options.maxRateHz;
-    if (rate !== undefined && !(rate >= 0 && Number.isFinite(rate))) {
-      throw new RangeError(`maxRateHz must be a number >= 0, not ${rate}`);
+    if (rate !== undefined && !validRate(rate)) {
+      throw new RangeError(
+        `maxRateHz must be 0 (every update) or a number from ${MIN_RATE_HZ} up, not ${rate}`,
+      );
     }
     options.signal?.throwIfAborted();
     this.#runDir = options.runDir ?? resolveRunDir();

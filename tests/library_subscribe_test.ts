@@ -259,6 +259,11 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
       } finally {
         await Deno.remove(empty, { recursive: true });
       }
+      // A rate so low its interval would overflow the broker's timers is refused up front.
+      assert.throws(
+        () => subscribe("COUNTER", { runDir: p.runDir, maxRateHz: 1e-7 }),
+        (e: unknown) => e instanceof RangeError && /from 0\.001 up/.test(e.message),
+      );
       assert.throws(
         () => subscribe(["MODE", "COUNTR"], { runDir: p.runDir }),
         (e: unknown) =>

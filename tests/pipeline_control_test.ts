@@ -6,9 +6,14 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { requestSync } from "../control/client.ts";
 import { brokerSocket, decomSocket } from "../control/rundir.ts";
-import { type AttachRequest, MAX_CONTROL_MESSAGE, parseReply } from "../control/protocol.ts";
+import {
+  type AttachRequest,
+  MAX_CONTROL_MESSAGE,
+  MIN_RATE_HZ,
+  parseReply,
+} from "../control/protocol.ts";
 import { closeFd, SegmentWriter, UnixConnection, Waitset } from "../ffi/mod.ts";
-import { eventually, LIBRARY, Pipeline } from "./helpers/pipeline.ts";
+import { eventually, LIBRARY, Pipeline, sleep } from "./helpers/pipeline.ts";
 
 /** Sends raw bytes and returns the parsed reply (or "closed"). */
 function exchange(path: string, bytes: Uint8Array, fds: number[] = []) {
@@ -45,6 +50,8 @@ Deno.test("malformed requests get explicit errors and never stop the broker or d
       [text({ v: 1, op: "subscribe", measurements: "ALTITUDE" }), "bad-request"],
       [text({ v: 1, op: "subscribe", measurements: [] }), "bad-request"],
       [text({ v: 1, op: "subscribe", measurements: ["ALTITUDE"], maxRateHz: -1 }), "bad-request"],
+      // Below MIN_RATE_HZ: the interval would overflow the broker's timers.
+      [text({ v: 1, op: "subscribe", measurements: ["ALTITUDE"], maxRateHz: 1e-7 }), "bad-request"],
       [text({ v: 1, op: "attach", measurements: [7] }), "bad-request"],
     ];
     for (const [bytes, code] of cases) {
@@ -118,9 +125,14 @@ Deno.test("malformed requests get explicit errors and never stop the broker or d
     5000,
   );
 
-  // Both still serve a well-formed subscription, and neither has exited.
-  const good = p.subscribeRaw(["ALTITUDE"]);
+  // Both still serve a well-formed subscription (at the lowest rate, values held back for
+  // 1000 s), and neither has exited.
+  const good = p.subscribeRaw(["ALTITUDE"], MIN_RATE_HZ);
   assertEquals(good.reply.channels[0].key, "ALTITUDE");
+  for (let i = 1; i <= 3; i++) {
+    await p.send(p.ports[0], [new Uint8Array(24).fill(i)]); // Nav: the second on are held
+    await sleep(50);
+  }
   good.reader.close();
   good.conn.close();
   const exited = await Promise.race([
