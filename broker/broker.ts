@@ -163,6 +163,11 @@ export class Broker {
         const left = Number(dueNs - monotonicNs()) / 1e6;
         timeout = minTimeout(timeout, Math.max(0, Math.ceil(left)));
       }
+      // A listener paused for want of descriptors goes back into the waitset when due.
+      for (const server of this.#servers) {
+        const ms = server.poll();
+        if (ms >= 0) timeout = minTimeout(timeout, ms);
+      }
       const ready = this.#ws.waitSync(timeout);
       for (const { token, events } of ready) {
         if (token >= TOKEN_SOURCE_BELL && token < TOKEN_SOURCE_BELL + this.#sources.length) {

@@ -6,6 +6,7 @@
  */
 import {
   closeFd,
+  GswError,
   HANGUP,
   type PeerCred,
   READABLE,
@@ -48,8 +49,19 @@ export interface ServerHandler {
 export const MAX_CLIENTS = 4096;
 
 /**
+ * How long the listener stays out of the waitset when accepting fails for want of descriptors
+ * or memory. The waitset is level-triggered: left in, the pending connection would wake the
+ * process again at once, forever. New clients wait in the listen backlog meanwhile.
+ */
+export const ACCEPT_PAUSE_MS = 1000;
+
+/** accept() errors that say this process (or the system) is short of something, for now. */
+const STARVED = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]);
+
+/**
  * Serves requests on a socket at `path`. Tokens `tokenBase` to `tokenBase + MAX_CLIENTS`
- * of the waitset are this server's: pass every ready token to `handle`.
+ * of the waitset are this server's: pass every ready token to `handle`, and bound each wait by
+ * `poll()` (so a listener paused for want of descriptors resumes on time).
  */
 export class ControlServer implements Disposable {
   readonly #listener: UnixListener;
@@ -57,6 +69,10 @@ export class ControlServer implements Disposable {
   readonly #buf = new Uint8Array(MAX_CONTROL_MESSAGE);
   readonly #uid = uid();
   #nextId = 1;
+  /** When the paused listener goes back into the waitset (performance.now() ms; 0: listening). */
+  #pausedUntil = 0;
+  /** Why accepting last failed, while clients wait for it (logged once per episode). */
+  #starved = "";
 
   constructor(
     readonly path: string,
@@ -73,8 +89,22 @@ export class ControlServer implements Disposable {
     return this.#clients.size;
   }
 
+  /**
+   * Puts a paused listener back into the waitset when due. Returns how long (ms) the owner's
+   * next wait may last for that, or -1 when nothing is pending.
+   */
+  poll(): number {
+    if (this.#pausedUntil === 0) return -1;
+    const left = Math.ceil(this.#pausedUntil - performance.now());
+    if (left > 0) return left;
+    this.#resume();
+    return -1;
+  }
+
   /** Handles a ready token; returns false if it is not one of this server's. */
   handle(token: number, events: number): boolean {
+    // Owners that do not call poll() still resume on the next event of this server.
+    if (this.#pausedUntil !== 0) this.poll();
     if (token === this.tokenBase) {
       this.#acceptAll();
       return true;
@@ -90,8 +120,21 @@ export class ControlServer implements Disposable {
 
   #acceptAll(): void {
     for (;;) {
-      const conn = this.#listener.accept();
-      if (!conn) return;
+      let conn;
+      try {
+        conn = this.#listener.accept();
+      } catch (e) {
+        if (!(e instanceof GswError && STARVED.has(e.errno))) throw e;
+        this.#pause(e);
+        return;
+      }
+      if (!conn) {
+        if (this.#starved) {
+          this.log(`accepting connections again on ${this.path} (was ${this.#starved})`);
+          this.#starved = "";
+        }
+        return;
+      }
       const peer = conn.peer!;
       if (peer.uid !== this.#uid) {
         this.log(`refused a connection from uid ${peer.uid} (pid ${peer.pid}): not our user`);
@@ -113,6 +156,35 @@ export class ControlServer implements Disposable {
       this.#clients.set(id, client);
       this.ws.add(conn.fd, this.tokenBase + id, READABLE);
     }
+  }
+
+  /**
+   * Takes the listener out of the waitset for ACCEPT_PAUSE_MS, or until a client leaves and
+   * frees a descriptor: clients that connect meanwhile wait in the backlog, and everyone
+   * connected is served as usual.
+   */
+  #pause(e: GswError): void {
+    if (!this.#starved) {
+      this.#starved = e.errno;
+      this.log(
+        `cannot accept connections on ${this.path}: ${e.errno} (${
+          e.errno === "EMFILE" || e.errno === "ENFILE" ? "out of file descriptors" : "out of memory"
+        }); new clients wait, retrying every ${ACCEPT_PAUSE_MS} ms. Raise the limit ` +
+          `(\`ulimit -n\`) or serve fewer clients`,
+      );
+    }
+    try {
+      this.ws.remove(this.#listener.fd);
+    } catch {
+      // Not in the set: nothing to undo.
+    }
+    this.#pausedUntil = performance.now() + ACCEPT_PAUSE_MS;
+  }
+
+  #resume(): void {
+    if (this.#pausedUntil === 0) return;
+    this.#pausedUntil = 0;
+    this.ws.add(this.#listener.fd, this.tokenBase, READABLE);
   }
 
   /**
@@ -198,10 +270,13 @@ export class ControlServer implements Disposable {
     }
     client.conn.close();
     this.handler.onClose(client);
+    // A descriptor is free: a client waiting in the backlog may have it now.
+    if (this.#starved) this.#resume();
   }
 
   /** Closes every connection and the listener, and removes the socket file. */
   close(): void {
+    this.#starved = "";
     for (const c of [...this.#clients.values()]) this.#drop(c);
     try {
       this.ws.remove(this.#listener.fd);
