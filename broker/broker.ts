@@ -9,6 +9,7 @@ import { findMeasurement, suggestMeasurement } from "../config/mod.ts";
 import { decomSocket } from "../control/rundir.ts";
 import { sendRequest } from "../control/client.ts";
 import {
+  type ChannelsReply,
   encode,
   type ErrorReply,
   errorReply,
@@ -372,6 +373,16 @@ export class Broker {
       }
       if (!wanted.includes(m)) wanted.push(m);
     }
+    const reply = {
+      ...ok,
+      channels: wanted.map((m, channel) => ({
+        channel,
+        key: m.key,
+        measurement: { ...m, description: undefined },
+      })),
+    };
+    const tooLarge = tooLargeReply(reply);
+    if (tooLarge) return { reply: tooLarge };
     const writer = SegmentWriter.create(wanted.map((m) => ({ capacity: m.size, id: m.index })));
     const rate = req.maxRateHz ?? 0;
     const sub: Subscriber = {
@@ -382,14 +393,7 @@ export class Broker {
       label: `${req.client} (pid ${client.peer.pid})`,
     };
     return {
-      reply: {
-        ...ok,
-        channels: wanted.map((m, channel) => ({
-          channel,
-          key: m.key,
-          measurement: { ...m, description: undefined },
-        })),
-      },
+      reply,
       fds: writer.fds(),
       done: (sent) => {
         if (!sent) {
@@ -454,4 +458,30 @@ export function sourceOf(config: Config, m: Measurement): string | undefined {
 function minTimeout(current: number, candidate: number): number {
   const c = Math.min(MAX_WAIT_MS, Math.max(0, candidate));
   return current < 0 ? c : Math.min(current, c);
+}
+
+const encoder = new TextEncoder();
+const bytes = (o: unknown) => encoder.encode(JSON.stringify(o)).byteLength;
+
+/**
+ * The `too-large` error to send instead of a subscription reply that would not fit in one
+ * control message (null if it fits), saying how many of the measurements would.
+ */
+function tooLargeReply(reply: ChannelsReply): ErrorReply | null {
+  const size = bytes(reply);
+  if (size <= MAX_CONTROL_MESSAGE) return null;
+  let used = bytes({ ...reply, channels: [] });
+  let fit = 0;
+  for (const ch of reply.channels) {
+    used += bytes(ch) + 1; // and a comma
+    if (used > MAX_CONTROL_MESSAGE) break;
+    fit++;
+  }
+  const n = reply.channels.length;
+  return errorReply(
+    "too-large",
+    `the description of these ${n} measurements takes ${Math.ceil(size / 1024)} KiB, more than ` +
+      `one reply holds (${MAX_CONTROL_MESSAGE / 1024} KiB): at most ${fit} of them fit in one ` +
+      `subscription; subscribe to them in several (gsw's library does so by itself)`,
+  );
 }

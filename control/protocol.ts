@@ -15,10 +15,18 @@ export const PROTOCOL_VERSION = 1;
 
 /**
  * Largest control message, either way. A SEQPACKET message must fit the sender's socket
- * buffer (212992 bytes by default on Linux), so this stays below it; a subscription reply
- * describes each measurement in ~150 bytes, so about a thousand fit in one subscription.
+ * buffer (212992 bytes by default on Linux), so this stays below it. A subscription reply
+ * describes each measurement in ~150 bytes (more with enums), so about a thousand fit in one
+ * subscription: a broker asked for more answers `too-large`, saying how many fit, and the
+ * library asks for a long list in several subscriptions.
  */
 export const MAX_CONTROL_MESSAGE = 200 * 1024;
+
+/**
+ * Most measurements one `subscribe` request may name (a longer list is a `bad-request`). The
+ * library never asks for more than this in one request.
+ */
+export const MAX_SUBSCRIBE_NAMES = 4096;
 
 /**
  * Lowest `maxRateHz` a subscription may ask for, other than 0 (every update): one value per
@@ -99,7 +107,8 @@ export type ErrorCode =
   | "unknown-measurement" // with `suggestion` when one is close
   | "config-mismatch" // the peers loaded different configs
   | "not-allowed" // another user
-  | "too-many" // a limit (subscribers, channels) is reached
+  | "too-many" // a limit (subscribers, channels) is reached: try again later
+  | "too-large" // the reply would exceed MAX_CONTROL_MESSAGE: ask for fewer measurements at once
   | "internal";
 
 export interface ErrorReply {
@@ -192,8 +201,12 @@ export function parseRequest(bytes: Uint8Array): Request {
       };
     }
     case "subscribe": {
-      if (!isStringArray(m.measurements, 4096) || m.measurements.length === 0) {
-        throw bad("subscribe needs measurements: a non-empty list of names");
+      if (
+        !isStringArray(m.measurements, MAX_SUBSCRIBE_NAMES) || m.measurements.length === 0
+      ) {
+        throw bad(
+          `subscribe needs measurements: a non-empty list of at most ${MAX_SUBSCRIBE_NAMES} names`,
+        );
       }
       const rate = m.maxRateHz;
       if (rate !== undefined && !validRate(rate)) {

@@ -250,14 +250,29 @@ export class ControlServer implements Disposable {
   }
 
   #reply(client: Client, answer: Answer): void {
+    let message: Uint8Array;
+    let fds = answer.fds ?? [];
+    let delivered = true;
+    try {
+      message = encode(answer.reply);
+    } catch (e) {
+      // Too large for one message: say so rather than hang up. The handler's descriptors
+      // stay unsent (`done(false)` lets it free them).
+      this.log(`could not reply to pid ${client.peer.pid}: ${(e as Error).message}`);
+      message = encode(
+        errorReply("too-large", `the reply does not fit: ${(e as Error).message}; ask for less`),
+      );
+      fds = [];
+      delivered = false;
+    }
     let sent = false;
     try {
-      sent = client.conn.send(encode(answer.reply), answer.fds ?? []);
+      sent = client.conn.send(message, fds);
       if (!sent) this.log(`client pid ${client.peer.pid} is not reading its socket; dropping it`);
     } catch (e) {
       this.log(`could not reply to pid ${client.peer.pid}: ${(e as Error).message}`);
     }
-    answer.done?.(sent);
+    answer.done?.(sent && delivered);
     if (!sent) this.#drop(client);
   }
 

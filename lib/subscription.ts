@@ -94,6 +94,13 @@ export const RETRY_MS = 150;
 const REPLY_TIMEOUT_MS = 2000;
 /** After a broker says it is overloaded (`too-many`, `internal`), try again this much later. */
 const BUSY_RETRY_MS = 1000;
+/**
+ * Most measurements asked of a broker on one connection: a reply describes each in ~150 bytes,
+ * and must fit in one control message (the request too, names up to 256 characters). A broker
+ * that still finds its reply too large says so (`too-large`), and the subscription asks again
+ * in halves.
+ */
+const REQUEST_CHUNK = 512;
 /** `latest()` looks for hung-up brokers at most this often (it never waits). */
 const LINK_CHECK_MS = 100;
 /** An update older than this many expected periods is stale. */
@@ -110,6 +117,7 @@ const FATAL: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "unknown-measurement",
   "config-mismatch",
   "not-allowed",
+  "too-large", // for one measurement; more are asked for in smaller requests
 ]);
 
 /** One measurement the subscription follows. */
@@ -178,6 +186,8 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
   #inflight: Promise<void> | null = null;
   #fatal: SubscribeError | null = null;
   #nextLinkCheck = 0;
+  /** Most measurements per request; halved each time a broker answers `too-large`. */
+  #chunk = REQUEST_CHUNK;
   #closed = false;
 
   /** Use `subscribe()`. */
@@ -477,8 +487,9 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
 
   /**
    * Connects every followed measurement to its broker: the one started for it
-   * (`broker --measurement KEY`) if there is one, else the default broker. Returns the new
-   * links, with requests sent, and the measurements no broker is there for.
+   * (`broker --measurement KEY`) if there is one, else the default broker, with at most
+   * `#chunk` measurements per connection. Returns the new links, with requests sent, and the
+   * measurements no broker is there for.
    */
   #open(followed: Followed[], after: boolean): { links: Link[]; absent: Followed[] } {
     const conns = new Map<string, UnixConnection | null>();
@@ -505,34 +516,53 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       else byPath.set(path, [...(byPath.get(path) ?? []), f]);
     }
     const links: Link[] = [];
-    for (const [path, fs] of byPath) {
-      const conn = conns.get(path)!;
-      conns.delete(path);
-      const link: Link = {
-        id: this.#nextLinkId++,
-        path,
-        followed: fs,
-        conn,
-        reader: null,
-        byChannel: [],
-        state: "connecting",
-        at: performance.now(),
-        after,
-      };
-      links.push(link);
-      for (const f of fs) f.link = link;
-      const request = encode({
-        v: PROTOCOL_VERSION,
-        op: "subscribe",
-        measurements: fs.map((f) => f.request),
-        maxRateHz: this.#maxRateHz || undefined,
-        client: this.#client,
-      });
-      this.#ws.add(conn.fd, connToken(link), READABLE);
-      if (!sendRequest(conn, request)) this.#down(link, "the broker is not reading its socket");
+    try {
+      for (const [path, fs] of byPath) {
+        for (let i = 0; i < fs.length; i += this.#chunk) {
+          let conn = conns.get(path);
+          conns.delete(path);
+          conn ??= UnixConnection.connect(path);
+          links.push(this.#request(path, fs.slice(i, i + this.#chunk), conn, after));
+        }
+      }
+    } catch (e) {
+      links.forEach((l) => this.#release(l));
+      throw e;
+    } finally {
+      for (const c of conns.values()) c?.close();
     }
-    for (const c of conns.values()) c?.close();
+    for (const l of links) for (const f of l.followed) f.link = l;
     return { links, absent };
+  }
+
+  /** A link that asks the broker at `path` (connected on `conn`) for `followed`. */
+  #request(path: string, followed: Followed[], conn: UnixConnection, after: boolean): Link {
+    const link: Link = {
+      id: this.#nextLinkId++,
+      path,
+      followed,
+      conn,
+      reader: null,
+      byChannel: [],
+      state: "connecting",
+      at: performance.now(),
+      after,
+    };
+    try {
+      this.#ws.add(conn.fd, connToken(link), READABLE);
+    } catch (e) {
+      conn.close();
+      throw e;
+    }
+    const request = encode({
+      v: PROTOCOL_VERSION,
+      op: "subscribe",
+      measurements: followed.map((f) => f.request),
+      maxRateHz: this.#maxRateHz || undefined,
+      client: this.#client,
+    });
+    if (!sendRequest(conn, request)) this.#down(link, "the broker is not reading its socket");
+    return link;
   }
 
   /** The first connection: everything must be served, or the caller hears why not. */
@@ -686,6 +716,14 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
   }
 
   #refused(link: Link, reply: ErrorReply): void {
+    if (reply.error === "too-large" && link.followed.length > 1) {
+      // Ask again at once, in halves (and every later request no larger).
+      this.#chunk = Math.min(this.#chunk, Math.ceil(link.followed.length / 2));
+      this.#release(link);
+      link.state = "down";
+      this.#reopen(link, performance.now(), link.after);
+      return;
+    }
     const fatal = FATAL.has(reply.error) || !link.after;
     let message = reply.message;
     if (reply.suggestion && !message.includes(reply.suggestion)) {
@@ -775,26 +813,34 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
         this.#down(l, "the broker did not answer");
       }
       if (l.state !== "down" || now < l.at) continue;
-      let opened;
-      try {
-        opened = this.#open(l.followed, true);
-      } catch (e) {
-        // Not "absent" (EMFILE, EACCES…): keep the values and keep trying, slower.
-        l.at = now + BUSY_RETRY_MS;
-        if (!(e instanceof GswError)) throw e;
-        continue;
-      }
-      const { links, absent } = opened;
-      const i = this.#links.indexOf(l);
-      if (absent.length === 0) {
-        this.#links.splice(i, 1, ...links);
-      } else {
-        // Keep the unresolved ones on the old link, which stays down until the next try.
-        l.followed = absent;
-        for (const f of absent) f.link = l;
-        l.at = now + RETRY_MS;
-        this.#links.splice(i + 1, 0, ...links);
-      }
+      this.#reopen(l, now, true);
+    }
+  }
+
+  /**
+   * Replaces a link that is down by new ones for its measurements. On the first connection
+   * (`after` false) a failure is the caller's; later, the link stays down and is tried again.
+   */
+  #reopen(l: Link, now: number, after: boolean): void {
+    let opened;
+    try {
+      opened = this.#open(l.followed, after);
+    } catch (e) {
+      // Not "absent" (EMFILE, EACCES…): keep the values and keep trying, slower.
+      l.at = now + BUSY_RETRY_MS;
+      if (!(e instanceof GswError) || !after) throw e;
+      return;
+    }
+    const { links, absent } = opened;
+    const i = this.#links.indexOf(l);
+    if (absent.length === 0) {
+      this.#links.splice(i, 1, ...links);
+    } else {
+      // Keep the unresolved ones on the old link, which stays down until the next try.
+      l.followed = absent;
+      for (const f of absent) f.link = l;
+      l.at = now + RETRY_MS;
+      this.#links.splice(i + 1, 0, ...links);
     }
   }
 }
