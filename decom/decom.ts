@@ -237,6 +237,9 @@ export class Decom {
       if (log.unsent && this.#loggerWatched && !this.#loggerWritable) this.#watchLogger(true);
       let timeoutMs = Math.max(1, Math.ceil(Number(nextHealth - monotonicNs()) / 1e6));
       if (log.dueMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, log.dueMs));
+      // A listener paused for want of descriptors (EMFILE) comes back when due.
+      const acceptMs = this.#server.poll();
+      if (acceptMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, acceptMs));
       for (const { token, events } of this.#ws.waitSync(timeoutMs)) {
         if (token >= TOKEN_UDP && token < TOKEN_UDP + this.#ports.length) {
           this.#receive(this.#ports[token - TOKEN_UDP]);

@@ -5,6 +5,7 @@
  */
 import { numberOption, parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
 import { resolveRunDir } from "../control/rundir.ts";
+import { MIN_RATE_HZ } from "../control/protocol.ts";
 import { GswError, takeSignals, watchSignals } from "../ffi/mod.ts";
 
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
@@ -119,7 +120,7 @@ export async function main(args: string[]): Promise<number> {
     const { values, positionals: names, help } = parseCommand(spec, args);
     if (help) return 0;
     if (names.length === 0) throw new UsageError("name at least one measurement");
-    const rate = numberOption(values.rate, "rate", { min: 0.001, max: 1e9 });
+    const rate = numberOption(values.rate, "rate", { min: MIN_RATE_HZ, max: 1e9 });
     const count = numberOption(values.count, "count", { integer: true, min: 1 });
     const timeoutS = numberOption(values.timeout, "timeout", { min: 0.001, max: 1e6 });
     const json: boolean = values.json ?? false;
