@@ -189,25 +189,39 @@ pub fn accept(listener: BorrowedFd<'_>) -> Result<Option<(OwnedFd, Cred)>> {
     Ok(Some((fd, cred)))
 }
 
-/// The credentials of the peer of a connected socket (as of when it connected).
-pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<Cred> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` is a valid ucred of `len` bytes; `fd` is valid for this call.
+/// Reads socket option `opt` at `level` as a `T`.
+///
+/// # Safety
+/// `T` must be the plain C type the kernel writes for this option (an int, `ucred`, …): one for
+/// which every bit pattern, all-zero included, is a valid value.
+pub(crate) unsafe fn getsockopt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    opt: i32,
+    what: &str,
+) -> Result<T> {
+    // SAFETY: per this function's contract, all-zero is a valid `T`.
+    let mut value: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` is valid for writes of `len` bytes; `fd` is valid for this call.
     let ret = unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            level,
+            opt,
+            &mut value as *mut T as *mut libc::c_void,
             &mut len,
         )
     };
-    sys::check(ret, "getsockopt(SO_PEERCRED) failed")?;
+    sys::check(ret, &format!("getsockopt({what}) failed"))?;
+    Ok(value)
+}
+
+/// The credentials of the peer of a connected socket (as of when it connected).
+pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<Cred> {
+    // SAFETY: SO_PEERCRED writes a `ucred`, plain integers.
+    let cred: libc::ucred =
+        unsafe { getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, "SO_PEERCRED")? };
     Ok(Cred {
         pid: cred.pid as u32,
         uid: cred.uid,

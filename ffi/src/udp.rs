@@ -147,19 +147,9 @@ pub fn open_sender() -> Result<OwnedFd> {
 /// The receive buffer the kernel granted a socket, in bytes (Linux reports twice what it
 /// accounts as usable: this is its figure halved, the payload room asked for).
 pub fn receive_buffer(fd: BorrowedFd<'_>) -> Result<u32> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `v` and `len` are valid for writes of their sizes; `fd` is valid for this call.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &mut v as *mut libc::c_int as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    sys::check(ret, "getsockopt(SO_RCVBUF) failed")?;
+    // SAFETY: SO_RCVBUF writes an int.
+    let v: libc::c_int =
+        unsafe { sock::getsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, "SO_RCVBUF")? };
     Ok((v.max(0) as u32) / 2)
 }
 
