@@ -89,7 +89,8 @@ export class LiveView {
   #onUpdate(u: Update): void {
     const row = this.#byKey.get(u.measurement);
     if (!row) return;
-    const now = Date.now();
+    // Rates on the monotonic clock: a wall clock stepped mid-window would make them nonsense.
+    const now = performance.now();
     row.update = u;
     row.window.push([now, u.seq]);
     while (row.window.length > 2 && now - row.window[0][0] > RATE_WINDOW_MS) row.window.shift();
