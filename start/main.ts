@@ -279,7 +279,7 @@ export function main(args: string[]): Promise<number> {
     if (timer !== undefined) clearTimeout(timer);
     view?.close();
     view = null;
-    say(`${why}: stopping ${supervisor.children().map((c) => c.name).join(", ")}`);
+    say(`${why}: stopping ${supervisor.stopOrder().join(", ")}`);
     await supervisor.stop();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);

@@ -92,6 +92,11 @@ export class Supervisor {
     }, delay);
   }
 
+  /** Names of the running children in the order `stop()` stops them. */
+  stopOrder(): string[] {
+    return [...this.#order].reverse().filter((name) => this.#running.has(name));
+  }
+
   /** Names and pids of the running children. */
   children(): { name: string; pid: number; restarts: number }[] {
     return [...this.#running.values()].map((r) => ({
@@ -108,7 +113,7 @@ export class Supervisor {
    */
   async stop(): Promise<void> {
     this.#stopping = true;
-    for (const name of [...this.#order].reverse()) {
+    for (const name of this.stopOrder()) {
       const r = this.#running.get(name);
       if (!r) continue;
       try {
