@@ -347,19 +347,20 @@ pub struct Memory {
     pub uss_kb: u64,
 }
 
+/// The `Key: N kB` lines of a /proc file, as (key, N).
+fn kb_lines(text: &str) -> impl Iterator<Item = (&str, u64)> {
+    text.lines().filter_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        let kb = v.split_whitespace().next()?.parse::<u64>().ok()?;
+        Some((k, kb))
+    })
+}
+
 /// Reads [`Memory`] of process `pid`.
 pub fn memory(pid: libc::pid_t) -> io::Result<Memory> {
     let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
     let mut m = Memory::default();
-    for line in text.lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let kb = v
-            .split_whitespace()
-            .next()
-            .and_then(|x| x.parse::<u64>().ok())
-            .unwrap_or(0);
+    for (k, kb) in kb_lines(&text) {
         match k {
             "VmRSS" => m.rss_kb = kb,
             "VmHWM" => m.hwm_kb = kb,
@@ -371,15 +372,7 @@ pub fn memory(pid: libc::pid_t) -> io::Result<Memory> {
     }
     // Not fatal when missing (kernels without smaps_rollup): PSS and USS stay 0.
     let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    for line in rollup.lines() {
-        let Some((k, v)) = line.split_once(':') else {
-            continue;
-        };
-        let kb = v
-            .split_whitespace()
-            .next()
-            .and_then(|x| x.parse::<u64>().ok())
-            .unwrap_or(0);
+    for (k, kb) in kb_lines(&rollup) {
         match k {
             "Pss" => m.pss_kb = kb,
             "Private_Clean" | "Private_Dirty" => m.uss_kb += kb,
