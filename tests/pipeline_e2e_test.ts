@@ -73,10 +73,11 @@ Deno.test("every value a subscriber sees is the value its datagram carried", asy
     if (u.measurement === "ALTITUDE") libLast = u.seq;
     if (libLast === N) break;
   }
-  // The CLI: every JSON line printed carries its datagram's value.
-  await cli.waitFor(new RegExp(`"measurement":"ALTITUDE".*"seq":${N},`));
+  // The CLI: it reaches the last value of every measurement, and every JSON line printed
+  // carries its datagram's value.
+  for (const name of names) await cli.waitFor(new RegExp(`"measurement":"${name}".*"seq":${N},`));
   const printed = cli.lines.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
-  assert(printed.length >= names.length, "the CLI printed updates");
+  assert(printed.length >= names.length, `the CLI printed updates:\n${cli.lines.join("\n")}`);
   for (const o of printed) {
     assertEquals(o.raw, expected(o.measurement, o.seq), `CLI ${o.measurement} seq ${o.seq}`);
   }
