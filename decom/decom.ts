@@ -534,12 +534,13 @@ export class Decom {
     if (!this.#logq.stats().connected) this.#connectLogger();
     const deadline = performance.now() + HANDOFF_MS;
     let left = this.#logq.finish();
+    const fd = this.#logq.fd();
+    if (left === 0 || fd === null) return;
+    using ws = new Waitset();
+    ws.add(fd, 0, WRITABLE);
     while (left > 0 && this.#logq.stats().connected) {
       const ms = Math.ceil(deadline - performance.now());
-      const fd = this.#logq.fd();
-      if (ms <= 0 || fd === null) break;
-      using ws = new Waitset();
-      ws.add(fd, 0, WRITABLE);
+      if (ms <= 0) break;
       ws.waitSync(ms);
       left = this.#logq.flush();
     }
