@@ -9,7 +9,10 @@ import { findMeasurement, suggestMeasurement } from "../config/mod.ts";
 import { decomSocket } from "../control/rundir.ts";
 import { sendRequest } from "../control/client.ts";
 import {
+  type BroadcastReply,
+  type ChannelInfo,
   type ChannelsReply,
+  type DirectSource,
   encode,
   type ErrorReply,
   errorReply,
@@ -24,7 +27,10 @@ import {
   Fanout,
   GswError,
   HANGUP,
+  MAX_FDS,
   monotonicNs,
+  type OwnedFd,
+  pidfdOpen,
   READABLE,
   type SegmentFds,
   SegmentReader,
@@ -57,6 +63,17 @@ export interface BrokerOptions {
   log: (line: string) => void;
 }
 
+/** A decom's broadcast segment, held to hand its descriptors to direct subscribers. */
+interface SourceBroadcast {
+  /** Data memfd, control memfd, then every bell (ours: closed on detach). */
+  fds: number[];
+  /** decom's process, so direct readers notice when it exits. */
+  pidfd: OwnedFd;
+  pid: number;
+  /** Measurement index → its channel and bell in the segment. */
+  channelOf: Map<number, { channel: number; bell: number }>;
+}
+
 /** The link to one data source's decom. */
 interface SourceLink {
   name: string;
@@ -66,6 +83,8 @@ interface SourceLink {
   conn: UnixConnection | null;
   /** Set once decom answered the attach request. */
   reader: SegmentReader | null;
+  /** Set once decom answered the open request that follows the attach. */
+  broadcast: SourceBroadcast | null;
   fanout: Fanout | null;
   /** Measurement index → channel in decom's segment. */
   channelOf: Map<number, number>;
@@ -78,7 +97,8 @@ interface SourceLink {
 
 interface Subscriber {
   client: Client;
-  writer: SegmentWriter;
+  /** Its point-to-point segment (null when every measurement is read directly). */
+  writer: SegmentWriter | null;
   /** (measurement, channel in the subscriber's segment) pairs. */
   routes: { measurement: Measurement; channel: number }[];
   minIntervalNs: bigint;
@@ -110,6 +130,7 @@ export class Broker {
         measurements,
         conn: null,
         reader: null,
+        broadcast: null,
         fanout: null,
         channelOf: new Map(),
         retryAt: 0,
@@ -250,10 +271,11 @@ export class Broker {
 
   #onSourceEvent(s: SourceLink, events: number): void {
     if (!s.conn) return;
-    if (events & READABLE && !s.reader) {
+    if (events & READABLE && (!s.reader || !s.broadcast)) {
       const got = s.conn.recv(this.#buf);
       if (got !== null && got !== "closed") {
-        this.#onAttachReply(s, got.length, got.fds);
+        if (!s.reader) this.#onAttachReply(s, got.length, got.fds);
+        else this.#onOpenReply(s, got.length, got.fds);
         return;
       }
     }
@@ -285,6 +307,16 @@ export class Broker {
         this.#opts.log(
           `attached to decom for source "${s.name}" (${s.channelOf.size} channels)`,
         );
+        // Then its broadcast segment, for direct subscribers.
+        const open = encode({
+          v: PROTOCOL_VERSION,
+          op: "open",
+          configHash: this.#opts.config.hash,
+          client: "broker",
+        });
+        if (!sendRequest(s.conn!, open)) {
+          this.#opts.log(`decom for source "${s.name}" did not take the open request`);
+        }
         return;
       }
     } catch (e) {
@@ -294,6 +326,42 @@ export class Broker {
     }
     fds.forEach(closeFd);
     this.#detach(s, `decom for source "${s.name}" refused: ${refused.message}`, REFUSED_RETRY_MS);
+  }
+
+  /**
+   * decom's broadcast segment: kept (the descriptors, and a pidfd of decom opened while its
+   * connection proves it is alive) to hand to direct subscribers. Without it (an older decom,
+   * or a refusal) subscribers are served through this broker as before.
+   */
+  #onOpenReply(s: SourceLink, length: number, fds: number[]): void {
+    let pidfd: OwnedFd | null = null;
+    try {
+      const reply = parseReply(this.#buf.subarray(0, length));
+      if (!reply.ok || !("bells" in reply)) {
+        throw new Error(reply.ok ? "no broadcast segment in the reply" : reply.message);
+      }
+      const b = reply as BroadcastReply;
+      if (fds.length !== 2 + b.bells) {
+        throw new Error(`${fds.length} descriptors for ${b.bells} bells`);
+      }
+      const pid = s.conn!.peerCred().pid;
+      pidfd = pidfdOpen(pid);
+      const channelOf = new Map<number, { channel: number; bell: number }>();
+      for (const ch of b.channels) {
+        const m = this.#opts.config.measurements.find((x) => x.key === ch.key);
+        if (m && ch.bell !== undefined) {
+          channelOf.set(m.index, { channel: ch.channel, bell: ch.bell });
+        }
+      }
+      s.broadcast = { fds, pidfd, pid, channelOf };
+    } catch (e) {
+      fds.forEach(closeFd);
+      pidfd?.close();
+      this.#opts.log(
+        `decom for source "${s.name}" gave no broadcast segment (${(e as Error).message}); ` +
+          "its subscribers are served through the broker",
+      );
+    }
   }
 
   #detach(s: SourceLink, why: string, retryMs = RETRY_MS): void {
@@ -310,12 +378,20 @@ export class Broker {
       s.reader = null;
       s.dueNs = 0n;
     }
+    this.#dropBroadcast(s);
     this.#problem(s, why, retryMs);
+  }
+
+  #dropBroadcast(s: SourceLink): void {
+    if (!s.broadcast) return;
+    s.broadcast.fds.forEach(closeFd);
+    s.broadcast.pidfd.close();
+    s.broadcast = null;
   }
 
   /** Adds routes from source `s` to subscriber `sub` for the measurements it follows. */
   #route(s: SourceLink, sub: Subscriber, nowNs: bigint): void {
-    if (!s.fanout) return;
+    if (!s.fanout || !sub.writer) return;
     for (const r of sub.routes) {
       const src = s.channelOf.get(r.measurement.index);
       if (src === undefined || this.#sourceOf.get(r.measurement.index) !== s) continue;
@@ -373,46 +449,96 @@ export class Broker {
       }
       if (!wanted.includes(m)) wanted.push(m);
     }
-    const reply = {
-      ...ok,
-      channels: wanted.map((m, channel) => ({
-        channel,
-        key: m.key,
-        measurement: { ...m, description: undefined },
-      })),
-    };
+    const rate = req.maxRateHz ?? 0;
+    const plan = req.direct && rate === 0 ? this.#planDirect(wanted) : null;
+    const classic = wanted.filter((m) => !plan?.entries.has(m));
+    const channels: ChannelInfo[] = [];
+    let next = 0;
+    for (const m of wanted) {
+      const d = plan?.entries.get(m);
+      const measurement = { ...m, description: undefined };
+      channels.push(
+        d
+          ? { channel: -1, key: m.key, measurement, direct: d }
+          : { channel: next++, key: m.key, measurement },
+      );
+    }
+    const reply: ChannelsReply = { ...ok, channels };
+    if (plan) {
+      reply.direct = plan.sources;
+      // Served here only because their decom is away now: worth asking again later.
+      reply.upgradable = classic.some((m) => !this.#sourceOf.get(m.index)?.broadcast);
+    }
     const tooLarge = tooLargeReply(reply);
     if (tooLarge) return { reply: tooLarge };
-    const writer = SegmentWriter.create(wanted.map((m) => ({ capacity: m.size, id: m.index })));
-    const rate = req.maxRateHz ?? 0;
+    const writer = classic.length > 0
+      ? SegmentWriter.create(classic.map((m) => ({ capacity: m.size, id: m.index })))
+      : null;
     const sub: Subscriber = {
       client,
       writer,
-      routes: wanted.map((measurement, channel) => ({ measurement, channel })),
+      routes: classic.map((measurement, channel) => ({ measurement, channel })),
       minIntervalNs: rate > 0 ? BigInt(Math.round(1e9 / rate)) : 0n,
       label: `${req.client} (pid ${client.peer.pid})`,
     };
     return {
       reply,
-      fds: writer.fds(),
+      fds: [...(writer?.fds() ?? []), ...(plan?.fds ?? [])],
       done: (sent) => {
         if (!sent) {
-          writer.close();
+          writer?.close();
           return;
         }
-        writer.releaseFds();
+        writer?.releaseFds();
         // A client that subscribes again on the same connection replaces its subscription.
         this.#onClose(server, client);
         this.#subscribers.set(`${server}:${client.id}`, sub);
         const now = monotonicNs();
         for (const s of this.#sources) this.#route(s, sub, now);
+        const directly = wanted.length - classic.length;
         this.#opts.log(
           `${sub.label} follows ${wanted.length} measurement${wanted.length === 1 ? "" : "s"}${
             rate > 0 ? ` at most ${rate} Hz` : ""
-          }`,
+          }${directly > 0 ? ` (${directly} read directly from decom)` : ""}`,
         );
       },
     };
+  }
+
+  /**
+   * Which of `wanted` a subscriber can read straight from decom's broadcast segments: those
+   * of sources whose segment we hold, as long as every descriptor fits one message (data,
+   * control, decom's pidfd and the bells of the measurements asked for, per source; room is
+   * kept for a point-to-point segment). The rest go through this broker.
+   */
+  #planDirect(wanted: Measurement[]): {
+    entries: Map<Measurement, { source: number; channel: number }>;
+    sources: DirectSource[];
+    fds: number[];
+  } {
+    const bySource = new Map<SourceLink, Measurement[]>();
+    for (const m of wanted) {
+      const s = this.#sourceOf.get(m.index);
+      if (s?.broadcast?.channelOf.has(m.index)) bySource.set(s, [...(bySource.get(s) ?? []), m]);
+    }
+    const entries = new Map<Measurement, { source: number; channel: number }>();
+    const sources: DirectSource[] = [];
+    const fds: number[] = [];
+    let room = MAX_FDS - 3;
+    for (const [s, ms] of bySource) {
+      const b = s.broadcast!;
+      const bells = [...new Set(ms.map((m) => b.channelOf.get(m.index)!.bell))].sort((x, y) =>
+        x - y
+      );
+      if (3 + bells.length > room) continue;
+      room -= 3 + bells.length;
+      for (const m of ms) {
+        entries.set(m, { source: sources.length, channel: b.channelOf.get(m.index)!.channel });
+      }
+      sources.push({ source: s.name, pid: b.pid, bells });
+      fds.push(b.fds[0], b.fds[1], b.pidfd.fd, ...bells.map((i) => b.fds[2 + i]));
+    }
+    return { entries, sources, fds };
   }
 
   #onClose(server: number, client: Client): void {
@@ -420,8 +546,10 @@ export class Broker {
     const sub = this.#subscribers.get(key);
     if (!sub) return;
     this.#subscribers.delete(key);
-    for (const s of this.#sources) s.fanout?.remove(sub.writer);
-    sub.writer.close();
+    if (sub.writer) {
+      for (const s of this.#sources) s.fanout?.remove(sub.writer);
+      sub.writer.close();
+    }
     this.#opts.log(`${sub.label} left`);
   }
 
@@ -437,8 +565,9 @@ export class Broker {
       s.fanout?.close();
       s.reader?.close();
       s.conn?.close();
+      this.#dropBroadcast(s);
     }
-    for (const sub of this.#subscribers.values()) sub.writer.close();
+    for (const sub of this.#subscribers.values()) sub.writer?.close();
     this.#subscribers.clear();
     this.#ws.close();
   }

@@ -5,8 +5,11 @@
  * program can act on and a message a person can.
  *
  * - broker → decom (`decom.<source>.sock`): `attach` → the source's channels.
+ * - anyone → decom: `open` → the source's broadcast segment (every value for direct readers,
+ *   every datagram in its packet ring).
  * - subscriber → broker (`broker.sock` or `broker.m.<KEY>.sock`): `subscribe` → channels of
- *   the requested measurements; `list` → what the broker serves.
+ *   the requested measurements, read directly from decom's broadcast segments where possible;
+ *   `list` → what the broker serves.
  */
 import type { Measurement } from "../config/mod.ts";
 
@@ -46,6 +49,15 @@ export interface AttachRequest {
   client: string;
 }
 
+/** anyone → decom: give me your broadcast segment. */
+export interface OpenRequest {
+  v: number;
+  op: "open";
+  /** sha256 of the config the client loaded; decom refuses a different one. */
+  configHash: string;
+  client: string;
+}
+
 /** subscriber → broker: give me a segment with channels for these measurements. */
 export interface SubscribeRequest {
   v: number;
@@ -57,6 +69,11 @@ export interface SubscribeRequest {
    * otherwise at least MIN_RATE_HZ.
    */
   maxRateHz?: number;
+  /**
+   * Read decom's broadcast segments directly where possible (one hop, no copy by the broker);
+   * ignored with a maxRateHz, which only the broker can enforce.
+   */
+  direct?: boolean;
   client: string;
 }
 
@@ -67,11 +84,11 @@ export interface ListRequest {
   client: string;
 }
 
-export type Request = AttachRequest | SubscribeRequest | ListRequest;
+export type Request = AttachRequest | OpenRequest | SubscribeRequest | ListRequest;
 
 /** One channel of a handed-over segment: which measurement it carries. */
 export interface ChannelInfo {
-  /** Channel index in the segment. */
+  /** Channel index in the segment (-1 in a subscription reply when `direct` says where). */
   channel: number;
   /** The measurement's key in the config. */
   key: string;
@@ -80,6 +97,34 @@ export interface ChannelInfo {
    * decode without the config. Omitted in decom's replies: the broker has the config.
    */
   measurement?: Measurement;
+  /** In decom's `open` reply: the bell its changes ring. */
+  bell?: number;
+  /** In a subscription reply: read it from direct source `source`, channel `channel`. */
+  direct?: { source: number; channel: number };
+}
+
+/**
+ * A broadcast segment handed over in a subscription reply. Its descriptors follow the
+ * point-to-point segment's (if any channel uses one): data memfd, control memfd, a pidfd of
+ * the decom writing it (readable when that decom exits), then the bells listed.
+ */
+export interface DirectSource {
+  source: string;
+  pid: number;
+  bells: number[];
+}
+
+/** decom's answer to `open`: descriptors data memfd, control memfd, then bells 0…bells-1. */
+export interface BroadcastReply {
+  v: number;
+  ok: true;
+  configName: string;
+  configHash: string;
+  source: string;
+  channels: ChannelInfo[];
+  bells: number;
+  ringBell: number;
+  ringSize: number;
 }
 
 /** Reply carrying a segment (its descriptors are attached to the message). */
@@ -90,6 +135,13 @@ export interface ChannelsReply {
   configName: string;
   configHash: string;
   channels: ChannelInfo[];
+  /** Sources read directly (subscription replies to a `direct` request). */
+  direct?: DirectSource[];
+  /**
+   * Some channels go through the broker only because their decom is away: ask again later
+   * to read them directly.
+   */
+  upgradable?: boolean;
 }
 
 export interface ListReply {
@@ -120,7 +172,7 @@ export interface ErrorReply {
   suggestion?: string;
 }
 
-export type Reply = ChannelsReply | ListReply | ErrorReply;
+export type Reply = ChannelsReply | BroadcastReply | ListReply | ErrorReply;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -200,6 +252,10 @@ export function parseRequest(bytes: Uint8Array): Request {
         client,
       };
     }
+    case "open": {
+      if (typeof m.configHash !== "string") throw bad("open needs configHash (a string)");
+      return { v: PROTOCOL_VERSION, op: "open", configHash: m.configHash, client };
+    }
     case "subscribe": {
       if (
         !isStringArray(m.measurements, MAX_SUBSCRIBE_NAMES) || m.measurements.length === 0
@@ -221,13 +277,14 @@ export function parseRequest(bytes: Uint8Array): Request {
         op: "subscribe",
         measurements: m.measurements,
         maxRateHz: rate as number | undefined,
+        direct: m.direct === true,
         client,
       };
     }
     case "list":
       return { v: PROTOCOL_VERSION, op: "list", client };
     default:
-      throw bad(`unknown op ${JSON.stringify(m.op)} (expected attach, subscribe or list)`);
+      throw bad(`unknown op ${JSON.stringify(m.op)} (expected attach, open, subscribe or list)`);
   }
 }
 

@@ -7,10 +7,17 @@
  */
 import type { Config, Measurement, Source } from "../config/mod.ts";
 import { decomSocket, loggerSocket } from "../control/rundir.ts";
-import { errorReply, PROTOCOL_VERSION, type Request } from "../control/protocol.ts";
+import {
+  type BroadcastReply,
+  errorReply,
+  PROTOCOL_VERSION,
+  type Request,
+} from "../control/protocol.ts";
 import { type Answer, type Client, ControlServer } from "../control/server.ts";
 import {
   Batch,
+  BroadcastWriter,
+  DEFAULT_RING_SIZE,
   type ExtractField,
   Extractor,
   GswError,
@@ -47,6 +54,12 @@ const RECEIVE_BUFFER = 8 << 20;
 const HANDOFF_MS = 3000;
 /** Receive batches taken from one socket per wake-up, so several ports share fairly. */
 const ROUNDS_PER_WAKE = 16;
+/**
+ * Bells of the broadcast segment for packet types: packets beyond this share bells (a reader
+ * of one may wake for another, harmlessly). With the health and ring bells and the two
+ * memfds, a source's descriptors fit one control message with room to spare.
+ */
+const PACKET_BELLS = 14;
 
 const TOKEN_SIGNALS = 1;
 const TOKEN_LOGGER = 2;
@@ -61,6 +74,8 @@ export interface DecomOptions {
   batch: number;
   /** Seconds between health publications. */
   healthInterval: number;
+  /** Bytes of the every-packet ring in the broadcast segment (default DEFAULT_RING_SIZE). */
+  ringSize?: number;
   log: (line: string) => void;
 }
 
@@ -103,6 +118,9 @@ export class Decom {
   readonly #logq: LogQueue;
   readonly #server: ControlServer;
   readonly #links = new Map<number, Link>();
+  /** Every value and every datagram, for any number of direct readers (`open`). */
+  readonly #broadcast: BroadcastWriter;
+  readonly #broadcastReply: Omit<BroadcastReply, "v" | "ok">;
   /** Measurements this source publishes: packet fields, then its health measurements. */
   readonly #served: Measurement[];
   readonly #health: Measurement[];
@@ -147,6 +165,32 @@ export class Decom {
     ];
     this.#lastSeen = new Float64Array(config.packets.length);
     this.#extractor = new Extractor(fields, config.packets.length, config.measurements.length);
+    // Broadcast bells: one per packet type (up to PACKET_BELLS), then health, then the ring.
+    // A measurement rings the bell of the first packet carrying it, whichever packet brought
+    // the value: a reader of it watches that one bell.
+    const packetBells = Math.min(PACKET_BELLS, source.packets.length);
+    const healthBell = packetBells;
+    const ringBell = packetBells + 1;
+    const bellOf = (m: Measurement) =>
+      m.health ? healthBell : source.packets.findIndex((p) => m.packets.includes(p)) % packetBells;
+    this.#broadcast = BroadcastWriter.create(
+      this.#served.map((m) => ({ capacity: m.size, id: m.index, bell: bellOf(m) })),
+      ringBell + 1,
+      ringBell,
+      opts.ringSize ?? DEFAULT_RING_SIZE,
+    );
+    const broadcastOf = new Uint32Array(config.measurements.length).fill(NONE);
+    this.#served.forEach((m, ch) => broadcastOf[m.index] = ch);
+    this.#extractor.setBroadcast(this.#broadcast, broadcastOf);
+    this.#broadcastReply = {
+      configName: config.name,
+      configHash: config.hash,
+      source: source.name,
+      channels: this.#served.map((m, channel) => ({ channel, key: m.key, bell: bellOf(m) })),
+      bells: ringBell + 1,
+      ringBell,
+      ringSize: opts.ringSize ?? DEFAULT_RING_SIZE,
+    };
     this.#batch = new Batch(opts.batch);
     this.#buf = new Uint8Array(SLOT * opts.batch);
     this.#meta = new Uint8Array(META_LEN * opts.batch);
@@ -290,7 +334,14 @@ export class Decom {
       // The kernel's drop count rides on every datagram; the batch's last has the newest.
       const kernelDrops = view.getUint32((n - 1) * META_LEN + 24, true);
       if (kernelDrops !== port.kernelDrops) this.#onKernelDrops(port, kernelDrops);
-      stats.decoded += this.#extractor.publishBatch(this.#buf, SLOT, this.#meta, this.#types, n);
+      stats.decoded += this.#extractor.publishBatch(
+        this.#buf,
+        SLOT,
+        this.#meta,
+        this.#types,
+        n,
+        port.port,
+      );
       stats.drops += this.#logq.forward(this.#buf, SLOT, this.#meta, n, port.port);
       // A partial batch took everything the socket had: asking again would only return EAGAIN.
       if (n < this.#opts.batch) return;
@@ -439,11 +490,11 @@ export class Decom {
 
   #onRequest(client: Client, req: Request): Answer {
     const { config } = this.#opts;
-    if (req.op !== "attach") {
+    if (req.op !== "attach" && req.op !== "open") {
       return {
         reply: errorReply(
           "bad-request",
-          `decom serves only "attach"; subscribers connect to the broker`,
+          `decom serves only "attach" and "open"; subscribers connect to the broker`,
         ),
       };
     }
@@ -457,6 +508,13 @@ export class Decom {
             req.configHash.slice(0, 12)
           }: start both with the same --config`,
         ),
+      };
+    }
+    if (req.op === "open") {
+      // The writer keeps its descriptors: every reader gets its own copies in the message.
+      return {
+        reply: { v: PROTOCOL_VERSION, ok: true, ...this.#broadcastReply },
+        fds: this.#broadcast.fds(),
       };
     }
     let wanted = this.#served;
@@ -573,6 +631,7 @@ export class Decom {
     this.#links.clear();
     for (const p of this.#ports) p.socket.close();
     this.#extractor.close();
+    this.#broadcast.close();
     this.#logq.close();
     this.#batch.close();
     this.#ws.close();

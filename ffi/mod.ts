@@ -23,6 +23,18 @@ export {
 } from "./segment.ts";
 export { HANGUP, READABLE, type Ready, Waitset, WRITABLE } from "./waitset.ts";
 export {
+  type BroadcastChannelSpec,
+  BroadcastReader,
+  BroadcastWriter,
+  DEFAULT_RING_SIZE,
+  MAX_RING_SIZE,
+  MIN_RING_SIZE,
+  NO_PACKET,
+  pidfdOpen,
+  RING_RECORD,
+  type RingRead,
+} from "./broadcast.ts";
+export {
   closeFd,
   DATAGRAM,
   MAX_FDS,

@@ -6,6 +6,7 @@
 import { NativeObject } from "./handle.ts";
 import { check, checkPtr, native, utf8 } from "./library.ts";
 import type { SegmentReader, SegmentWriter } from "./segment.ts";
+import type { BroadcastWriter } from "./broadcast.ts";
 
 /** "No channel on this link" in a link map, and "skip this datagram" in a type list. */
 export const NONE = 0xffff_ffff;
@@ -51,9 +52,27 @@ export class Extractor extends NativeObject {
   }
 
   /**
-   * Publishes a receive batch: datagram i (at `buf[i * slot]`, metadata at `meta[i * 32]`) is
-   * of packet type `types[i]` (or NONE: skip). Rings each link at most once. Returns the
-   * values published.
+   * Publishes to the source's broadcast segment from now on (every value, and every datagram
+   * into its packet ring): `channelOf[m]` is measurement m's channel in it (or NONE). The
+   * latest known values are published to it at once.
+   */
+  setBroadcast(writer: BroadcastWriter, channelOf: Uint32Array): void {
+    check(
+      native().gsw_extractor_set_broadcast(
+        this.handle,
+        writer.handle,
+        channelOf,
+        channelOf.length,
+      ),
+      "setting the broadcast segment",
+    );
+  }
+
+  /**
+   * Publishes a receive batch that arrived on `port`: datagram i (at `buf[i * slot]`,
+   * metadata at `meta[i * 32]`) is of packet type `types[i]` (or NONE: not identified, only
+   * the broadcast ring gets it). Rings each link and bell at most once. Returns the values
+   * published.
    */
   publishBatch(
     buf: Uint8Array,
@@ -61,6 +80,7 @@ export class Extractor extends NativeObject {
     meta: Uint8Array,
     types: Uint32Array,
     n: number,
+    port = 0,
   ): number {
     // The native side trusts `n` for the length of `types`: check it here.
     if (!(n >= 0 && n <= types.length)) {
@@ -76,6 +96,7 @@ export class Extractor extends NativeObject {
         meta.byteLength,
         types,
         n,
+        port,
       ),
       "publishing a batch",
     );

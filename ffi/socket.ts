@@ -10,7 +10,7 @@ export const SEQPACKET = 0;
 export const DATAGRAM = 1;
 
 /** Most descriptors one message may carry (as in `ffi/src/sock.rs`). */
-export const MAX_FDS = 16;
+export const MAX_FDS = 64;
 
 export interface PeerCred {
   pid: number;

@@ -167,11 +167,62 @@ export const symbols = {
   // int32_t gsw_extractor_remove_link(Extractor *e, const SegmentWriter *w)
   gsw_extractor_remove_link: { parameters: ["pointer", "pointer"], result: "i32" },
   // int32_t gsw_extractor_publish_batch(Extractor *e, const uint8_t *buf, uint32_t buf_len,
-  //   uint32_t slot, const uint8_t *meta, uint32_t meta_len, const uint32_t *types, uint32_t n)
+  //   uint32_t slot, const uint8_t *meta, uint32_t meta_len, const uint32_t *types, uint32_t n,
+  //   uint32_t port)
   gsw_extractor_publish_batch: {
-    parameters: ["pointer", "buffer", "u32", "u32", "buffer", "u32", "buffer", "u32"],
+    parameters: ["pointer", "buffer", "u32", "u32", "buffer", "u32", "buffer", "u32", "u32"],
     result: "i32",
   },
+  // int32_t gsw_extractor_set_broadcast(Extractor *e, const BroadcastWriter *w,
+  //                                     const uint32_t *channel_of, uint32_t n)
+  gsw_extractor_set_broadcast: {
+    parameters: ["pointer", "pointer", "buffer", "u32"],
+    result: "i32",
+  },
+
+  // BroadcastWriter *gsw_broadcast_new(const uint32_t *caps, const uint32_t *ids,
+  //   const uint32_t *bell_of, uint32_t n, uint32_t bells, uint32_t ring_bell, uint32_t ring_size)
+  gsw_broadcast_new: {
+    parameters: ["buffer", "buffer", "buffer", "u32", "u32", "u32", "u32"],
+    result: "pointer",
+  },
+  // void gsw_broadcast_free(BroadcastWriter *w)
+  gsw_broadcast_free: { parameters: ["pointer"], result: "void" },
+  // int32_t gsw_broadcast_fds(const BroadcastWriter *w, int32_t *out, uint32_t cap)
+  gsw_broadcast_fds: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
+  // int32_t gsw_broadcast_stats(const BroadcastWriter *w, uint64_t out[3])
+  gsw_broadcast_stats: { parameters: ["pointer", "buffer"], result: "i32" },
+  // BroadcastReader *gsw_broadcast_attach(const int32_t *fds, const uint32_t *bells, uint32_t n)
+  gsw_broadcast_attach: { parameters: ["buffer", "buffer", "u32"], result: "pointer" },
+  // void gsw_broadcast_reader_free(BroadcastReader *r)
+  gsw_broadcast_reader_free: { parameters: ["pointer"], result: "void" },
+  // int32_t gsw_broadcast_reader_info(const BroadcastReader *r, uint32_t out[3])
+  gsw_broadcast_reader_info: { parameters: ["pointer", "buffer"], result: "i32" },
+  // int32_t gsw_broadcast_reader_channel(const BroadcastReader *r, uint32_t ch, uint32_t out[3])
+  gsw_broadcast_reader_channel: { parameters: ["pointer", "u32", "buffer"], result: "i32" },
+  // int32_t gsw_broadcast_reader_follow(const BroadcastReader *r, const uint32_t *ch, uint32_t n)
+  gsw_broadcast_reader_follow: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
+  // int32_t gsw_broadcast_reader_read(const BroadcastReader *r, uint8_t *out, uint32_t len)
+  gsw_broadcast_reader_read: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
+  // int32_t gsw_broadcast_reader_current(const BroadcastReader *r, uint32_t ch, uint8_t *out,
+  //                                      uint32_t len)
+  gsw_broadcast_reader_current: {
+    parameters: ["pointer", "u32", "buffer", "u32"],
+    result: "i32",
+  },
+  // int32_t gsw_broadcast_reader_ring(const BroadcastReader *r, uint8_t *out, uint32_t len,
+  //                                   uint64_t result[3])
+  gsw_broadcast_reader_ring: {
+    parameters: ["pointer", "buffer", "u32", "buffer"],
+    result: "i32",
+  },
+  // int32_t gsw_broadcast_reader_bell_fd(const BroadcastReader *r, uint32_t bell)
+  gsw_broadcast_reader_bell_fd: { parameters: ["pointer", "u32"], result: "i32" },
+  // int32_t gsw_waitset_add_bell(const Waitset *ws, const BroadcastReader *r, uint32_t bell,
+  //                              uint32_t token)
+  gsw_waitset_add_bell: { parameters: ["pointer", "pointer", "u32", "u32"], result: "i32" },
+  // int gsw_pidfd_open(int32_t pid)
+  gsw_pidfd_open: { parameters: ["i32"], result: "i32" },
   // int32_t gsw_extractor_publish_value(Extractor *e, uint32_t measurement,
   //                                     const uint8_t *data, uint32_t len, uint64_t ts_ns)
   gsw_extractor_publish_value: {
@@ -237,6 +288,6 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version these bindings were written for (`ABI_VERSION` in `ffi/src/abi.rs`). */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

@@ -5,6 +5,7 @@
  */
 import { NativeObject } from "./handle.ts";
 import type { SegmentReader } from "./segment.ts";
+import type { BroadcastReader } from "./broadcast.ts";
 import { check, checkPtr, decodeNative, native, nativeError } from "./library.ts";
 
 /** Readiness bits, as in `ffi/src/waitset.rs`. */
@@ -45,6 +46,19 @@ export class Waitset extends NativeObject {
     check(
       native().gsw_waitset_add_reader(this.handle, reader.handle, token),
       "waitset add reader",
+    );
+  }
+
+  /**
+   * Watches bell `bell` of a broadcast reader as `token`, edge-triggered: a ring is reported
+   * once to every waitset watching the bell and nobody reads it. Each wait counts this process
+   * as asleep on the bell and re-checks first, so the writer rings only when needed. Remove
+   * it with `remove(reader.bellFd(bell))` before closing the reader.
+   */
+  addBell(reader: BroadcastReader, bell: number, token: number): void {
+    check(
+      native().gsw_waitset_add_bell(this.handle, reader.handle, bell, token),
+      "waitset add bell",
     );
   }
 

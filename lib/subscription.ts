@@ -26,12 +26,21 @@ import {
   HANGUP,
   READABLE,
   type Sample,
-  type SegmentFds,
-  SegmentReader,
   UnixConnection,
   Waitset,
 } from "../ffi/mod.ts";
 import { noBrokerMessage, SubscribeError } from "./errors.ts";
+import {
+  attachReply,
+  connToken,
+  decodeToken,
+  drainLink,
+  type Followed,
+  type Link,
+  releaseLink,
+  takeOne,
+  watchLink,
+} from "./links.ts";
 
 /** A measurement's engineering value: an enum label, a converted number, or the raw value. */
 export type Value = RawValue;
@@ -86,6 +95,12 @@ export interface SubscribeOptions {
   onStatus?: (status: LinkStatus) => void;
   /** Who is asking, as brokers log it (default "library"). */
   client?: string;
+  /**
+   * Read values straight from decom's shared memory (one hop: decom wakes this process
+   * itself) wherever the broker can hand them over — the default. False asks the broker to
+   * copy every value into a segment of its own (two hops), as a `maxRateHz` always does.
+   */
+  direct?: boolean;
 }
 
 /** How often a subscription tries a broker that went away (updates resume within 1 s). */
@@ -109,6 +124,11 @@ const STALE_PERIODS = 3;
 const STALE_FLOOR_MS = 50;
 /** Waitset tokens of descriptors the owner adds (`watchFd`), above every link's tokens. */
 const TOKEN_EXTRA = 0x4000_0000;
+/**
+ * A link served through the broker only because a decom was away asks again this much later,
+ * to read directly once that decom is back.
+ */
+const UPGRADE_MS = 1000;
 
 /** Broker answers that no retry can fix. */
 const FATAL: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
@@ -119,41 +139,6 @@ const FATAL: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "not-allowed",
   "too-large", // for one measurement; more are asked for in smaller requests
 ]);
-
-/** One measurement the subscription follows. */
-interface Followed {
-  /** The name or key as the caller wrote it (what brokers are asked for). */
-  request: string;
-  /** Its description from the broker (set once a broker answered). */
-  spec: Measurement | undefined;
-  link: Link | undefined;
-  channel: number;
-  /** Newest value taken from the channel (kept while the broker is away). */
-  last: Update | undefined;
-  /** Sequence number of the last update delivered by iteration or `next()` (0: none). */
-  deliveredSeq: number;
-}
-
-type LinkState = "connecting" | "live" | "down";
-
-/** One connection to one broker socket and the segment it handed over. */
-interface Link {
-  id: number;
-  path: string;
-  followed: Followed[];
-  conn: UnixConnection | null;
-  reader: SegmentReader | null;
-  /** Channel index → measurement. */
-  byChannel: Followed[];
-  state: LinkState;
-  /** When the request was sent (connecting) or the next attempt is due (down); ms. */
-  at: number;
-  /** Made after an outage: its first reply is a reconnection worth reporting. */
-  after: boolean;
-}
-
-const bellToken = (l: Link) => l.id * 2;
-const connToken = (l: Link) => l.id * 2 + 1;
 
 function isAbsent(e: unknown): boolean {
   return e instanceof GswError &&
@@ -170,6 +155,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
   readonly #runDir: string;
   readonly #maxRateHz: number;
   readonly #reconnect: boolean;
+  readonly #direct: boolean;
   readonly #client: string;
   readonly #onStatus: ((s: LinkStatus) => void) | undefined;
   readonly #signal: AbortSignal | undefined;
@@ -203,6 +189,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
     this.#runDir = options.runDir ?? resolveRunDir();
     this.#maxRateHz = rate ?? 0;
     this.#reconnect = options.reconnect ?? true;
+    this.#direct = options.direct ?? true;
     this.#client = options.client ?? "library";
     this.#onStatus = options.onStatus;
     for (const request of new Set(names)) {
@@ -210,6 +197,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
         request,
         spec: undefined,
         link: undefined,
+        part: undefined,
         channel: -1,
         last: undefined,
         deliveredSeq: 0,
@@ -265,7 +253,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
     this.#housekeep();
     const link = f.link;
     if (link?.state === "live") {
-      const sample = link.reader!.take(f.channel);
+      const sample = takeOne(f);
       if (sample) this.#accept(f, sample);
     }
     return f.last && this.#withStale(f, f.last, link?.state === "live");
@@ -409,7 +397,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
   }
 
   #drainLink(l: Link): void {
-    l.reader!.takePending((s) => this.#accept(l.byChannel[s.channel], s));
+    drainLink(l, (f, s) => this.#accept(f, s));
   }
 
   // -- waiting -----------------------------------------------------------------------------
@@ -459,7 +447,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
         ? l.at
         : l.state === "connecting"
         ? l.at + REPLY_TIMEOUT_MS
-        : Infinity;
+        : l.upgradeAt;
       if (due === Infinity) continue;
       const ms = Math.max(0, Math.ceil(due - now));
       t = t < 0 ? ms : Math.min(t, ms);
@@ -475,10 +463,16 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
         woken = true;
         continue;
       }
-      // Doorbells need nothing here: the drain that follows takes their values.
-      if (token % 2 === 0) continue;
-      const link = this.#links.find((l) => connToken(l) === token);
-      if (link) this.#onConnEvent(link, events);
+      // Doorbells and bells need nothing here: the drain that follows takes their values.
+      const { linkId, what, part } = decodeToken(token);
+      if (what === "bell") continue;
+      const link = this.#links.find((l) => l.id === linkId);
+      if (!link) continue;
+      if (what === "conn") this.#onConnEvent(link, events);
+      else if (link.state === "live") {
+        const source = link.direct[part]?.source ?? "?";
+        this.#down(link, `decom for source "${source}" exited`);
+      }
     }
     return woken;
   }
@@ -491,7 +485,11 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
    * `#chunk` measurements per connection. Returns the new links, with requests sent, and the
    * measurements no broker is there for.
    */
-  #open(followed: Followed[], after: boolean): { links: Link[]; absent: Followed[] } {
+  #open(
+    followed: Followed[],
+    after: boolean,
+    quiet = false,
+  ): { links: Link[]; absent: Followed[] } {
     const conns = new Map<string, UnixConnection | null>();
     const byPath = new Map<string, Followed[]>();
     const absent: Followed[] = [];
@@ -522,7 +520,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
           let conn = conns.get(path);
           conns.delete(path);
           conn ??= UnixConnection.connect(path);
-          links.push(this.#request(path, fs.slice(i, i + this.#chunk), conn, after));
+          links.push(this.#request(path, fs.slice(i, i + this.#chunk), conn, after, quiet));
         }
       }
     } catch (e) {
@@ -535,8 +533,17 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
     return { links, absent };
   }
 
-  /** A link that asks the broker at `path` (connected on `conn`) for `followed`. */
-  #request(path: string, followed: Followed[], conn: UnixConnection, after: boolean): Link {
+  /**
+   * A link that asks the broker at `path` (connected on `conn`) for `followed`; a `quiet`
+   * one does not report its first reply as a reconnection.
+   */
+  #request(
+    path: string,
+    followed: Followed[],
+    conn: UnixConnection,
+    after: boolean,
+    quiet: boolean,
+  ): Link {
     const link: Link = {
       id: this.#nextLinkId++,
       path,
@@ -544,9 +551,12 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       conn,
       reader: null,
       byChannel: [],
+      direct: [],
       state: "connecting",
       at: performance.now(),
       after,
+      quiet,
+      upgradeAt: Infinity,
     };
     try {
       this.#ws.add(conn.fd, connToken(link), READABLE);
@@ -559,6 +569,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       op: "subscribe",
       measurements: followed.map((f) => f.request),
       maxRateHz: this.#maxRateHz || undefined,
+      direct: this.#direct || undefined,
       client: this.#client,
     });
     if (!sendRequest(conn, request)) this.#down(link, "the broker is not reading its socket");
@@ -649,7 +660,7 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       this.#refused(link, reply);
       return;
     }
-    if (!("channels" in reply) || fds.length !== 3) {
+    if (!("channels" in reply) || "bells" in reply) {
       fds.forEach(closeFd);
       this.#refused(link, {
         v: PROTOCOL_VERSION,
@@ -660,15 +671,16 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       });
       return;
     }
-    let reader: SegmentReader;
     try {
-      reader = SegmentReader.attach(fds as SegmentFds);
+      attachReply(link, reply, fds);
     } catch (e) {
-      if (!link.after) throw e;
+      if (!link.after) {
+        this.#release(link);
+        throw e;
+      }
       this.#down(link, `could not attach: ${(e as Error).message}`);
       return;
     }
-    link.reader = reader;
     const missing = this.#map(link, reply);
     if (missing) {
       this.#refused(link, {
@@ -679,11 +691,13 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       });
       return;
     }
-    this.#ws.addReader(reader, bellToken(link));
+    watchLink(this.#ws, link);
     link.state = "live";
-    if (link.after) {
+    if ((reply as ChannelsReply).upgradable) link.upgradeAt = performance.now() + UPGRADE_MS;
+    if (link.after && !link.quiet) {
       this.#onStatus?.({ broker: link.path, connected: true, message: "reconnected" });
     }
+    link.quiet = false;
   }
 
   /**
@@ -699,8 +713,12 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       if (!f) continue;
       // A new description (the broker may run a newer config) keeps the values we have.
       f.spec = m;
-      f.channel = ch.channel;
-      link.byChannel[ch.channel] = f;
+      const part = ch.direct ? link.direct[ch.direct.source] : undefined;
+      if (ch.direct && !part) continue;
+      f.part = part;
+      f.channel = ch.direct ? ch.direct.channel : ch.channel;
+      if (part) part.byChannel.set(f.channel, f);
+      else link.byChannel[ch.channel] = f;
       this.#byName.set(m.key, f).set(m.name, f);
       // Asked for by key and by name: the broker serves it once; both names read it.
       for (const g of link.followed) {
@@ -712,7 +730,9 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       }
     }
     link.followed = link.followed.filter((f) => this.#followed.includes(f));
-    return link.followed.find((f) => link.byChannel[f.channel] !== f)?.request;
+    return link.followed.find((f) =>
+      (f.part ? f.part.byChannel.get(f.channel) : link.byChannel[f.channel]) !== f
+    )?.request;
   }
 
   #refused(link: Link, reply: ErrorReply): void {
@@ -740,33 +760,16 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
     link.at = performance.now() + BUSY_RETRY_MS;
   }
 
-  /** Closes a link's connection and segment (its values stay in `Followed.last`). */
+  /** Closes a link's connection and segments (its values stay in `Followed.last`). */
   #release(link: Link): void {
-    if (link.reader) {
-      try {
-        this.#ws.remove(link.reader.doorbellFd);
-      } catch {
-        // Not in the set (or the set is closing): closing the reader is what matters.
-      }
-      link.reader.close();
-      link.reader = null;
-    }
-    if (link.conn) {
-      try {
-        this.#ws.remove(link.conn.fd);
-      } catch {
-        // As above.
-      }
-      link.conn.close();
-      link.conn = null;
-    }
+    releaseLink(this.#ws, link);
   }
 
   /** A link lost its broker: keep the values, and try again soon (or give up if asked to). */
   #down(link: Link, why: string): void {
     const wasLive = link.state === "live";
     // Values published before the hang-up are still in shared memory: keep them.
-    if (link.reader) this.#drainLink(link);
+    if (link.state === "live") this.#drainLink(link);
     this.#release(link);
     link.state = "down";
     link.at = performance.now() + RETRY_MS;
@@ -812,6 +815,15 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
       if (l.state === "connecting" && now >= l.at + REPLY_TIMEOUT_MS) {
         this.#down(l, "the broker did not answer");
       }
+      if (l.state === "live" && now >= l.upgradeAt) {
+        // Its decom may be back: ask again, to read it directly. Quietly: nothing was lost.
+        this.#drainLink(l);
+        this.#release(l);
+        l.state = "down";
+        l.upgradeAt = Infinity;
+        this.#reopen(l, now, true, true);
+        continue;
+      }
       if (l.state !== "down" || now < l.at) continue;
       this.#reopen(l, now, true);
     }
@@ -821,10 +833,10 @@ export class Subscription implements AsyncIterable<Update>, Disposable {
    * Replaces a link that is down by new ones for its measurements. On the first connection
    * (`after` false) a failure is the caller's; later, the link stays down and is tried again.
    */
-  #reopen(l: Link, now: number, after: boolean): void {
+  #reopen(l: Link, now: number, after: boolean, quiet = false): void {
     let opened;
     try {
-      opened = this.#open(l.followed, after);
+      opened = this.#open(l.followed, after, quiet);
     } catch (e) {
       // Not "absent" (EMFILE, EACCES…): keep the values and keep trying, slower.
       l.at = now + BUSY_RETRY_MS;

@@ -39,7 +39,7 @@ async function resources(): Promise<{ fds: string[]; memfdMaps: number }> {
     args: [
       "-c",
       `grep -c memfd: /proc/${pid}/maps; ls -l /proc/${pid}/fd | grep -- '->' |` +
-      ` grep -e 'eventpoll' -e 'eventfd' -e 'socket:' -e 'memfd:' | sed 's/.* \\([0-9]*\\) -> \\(.*\\)/\\1 \\2/'`,
+      ` grep -e 'eventpoll' -e 'eventfd' -e 'pidfd' -e 'socket:' -e 'memfd:' | sed 's/.* \\([0-9]*\\) -> \\(.*\\)/\\1 \\2/'`,
     ],
     stdin: "null",
   }).output();
@@ -274,21 +274,50 @@ Deno.test("library: values, latest/next, bursts, reconnection, brokers, errors, 
 
     await step("close() ends a pending iteration and releases everything", async () => {
       const before = await resources();
-      {
-        using sub = subscribe(ALL, { runDir: p.runDir });
-        const during = await resources();
-        // epoll + its cancel eventfd, the broker connection, the doorbell and the waitset's
-        // own duplicate of it (drained before each sleep); two mappings.
-        assert.equal(during.fds.length, before.fds.length + 5, during.fds.join("\n"));
-        assert.equal(during.memfdMaps, before.memfdMaps + 2);
-        const it = sub[Symbol.asyncIterator]();
-        while (sub.next(0)); // drain what the broker handed over
-        const pending = it.next();
-        setTimeout(() => sub.close(), 50);
-        assert.deepEqual(await pending, { done: true, value: undefined });
-        assert.equal(sub.next(10), undefined);
+      const kinds = (fds: string[]) => {
+        const count: Record<string, number> = {};
+        for (const fd of fds) {
+          const kind = fd.split(" ")[1].replace(/\[\d+\]/, "");
+          count[kind] = (count[kind] ?? 0) + 1;
+        }
+        return count;
+      };
+      const added = (during: string[]) => {
+        const [b, d] = [kinds(before.fds), kinds(during)];
+        return Object.fromEntries(
+          Object.keys(d).map((k) => [k, d[k] - (b[k] ?? 0)]).filter(([, n]) => n !== 0),
+        );
+      };
+      for (const direct of [false, true]) {
+        {
+          using sub = subscribe(ALL, { runDir: p.runDir, direct });
+          const during = await resources();
+          // epoll + its cancel eventfd and the broker connection, then: through the broker,
+          // its segment's doorbell and the waitset's own duplicate of it (drained before each
+          // sleep); directly, decom's bell (one packet carries them all: one bell) and a pidfd
+          // of decom. Two mappings either way.
+          assert.deepEqual(
+            added(during.fds),
+            direct
+              ? {
+                "anon_inode:[eventpoll]": 1,
+                "anon_inode:[eventfd]": 2,
+                "socket:": 1,
+                "anon_inode:[pidfd]": 1,
+              }
+              : { "anon_inode:[eventpoll]": 1, "anon_inode:[eventfd]": 3, "socket:": 1 },
+            during.fds.join("\n"),
+          );
+          assert.equal(during.memfdMaps, before.memfdMaps + 2);
+          const it = sub[Symbol.asyncIterator]();
+          while (sub.next(0)); // drain what the broker handed over
+          const pending = it.next();
+          setTimeout(() => sub.close(), 50);
+          assert.deepEqual(await pending, { done: true, value: undefined });
+          assert.equal(sub.next(10), undefined);
+        }
+        assert.deepEqual(await resources(), before, "descriptors and mappings after close");
       }
-      assert.deepEqual(await resources(), before, "descriptors and mappings after close");
 
       const ac = new AbortController();
       const sub = subscribe("COUNTER", { runDir: p.runDir, signal: ac.signal });

@@ -25,8 +25,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
 
+mod broadcast;
+
 /// Version of this ABI; the TypeScript side refuses a library with another.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// # Safety
 /// `ptr` must be null or point at `len` readable bytes that stay valid for `'a`.
@@ -1210,8 +1212,8 @@ pub unsafe extern "C" fn gsw_extractor_remove_link(
     }) as i32
 }
 
-/// Publishes a receive batch: `types[i]` is datagram i's packet type or u32::MAX to skip.
-/// Returns the values published.
+/// Publishes a receive batch that arrived on `port`: `types[i]` is datagram i's packet type
+/// or u32::MAX (not identified: only the broadcast ring gets it). Returns the values published.
 ///
 /// # Safety
 /// `e` live; `buf`, `meta` readable for their lengths; `types` `n` u32.
@@ -1225,6 +1227,7 @@ pub unsafe extern "C" fn gsw_extractor_publish_batch(
     meta_len: u32,
     types: *const u32,
     n: u32,
+    port: u32,
 ) -> i32 {
     boundary(|| {
         // SAFETY: per this function's contract.
@@ -1236,7 +1239,7 @@ pub unsafe extern "C" fn gsw_extractor_publish_batch(
                 items(types, n as usize)?,
             )
         };
-        Ok(e.publish_batch(buf, slot as usize, meta, types)? as i64)
+        Ok(e.publish_batch(buf, slot as usize, meta, types, port as u16)? as i64)
     }) as i32
 }
 

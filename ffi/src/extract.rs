@@ -5,6 +5,7 @@
 //! Which packet a datagram is (port, id field, length) is decided by the TypeScript side,
 //! which passes one packet-type index per datagram; this module only copies bytes.
 
+use crate::broadcast::BroadcastWriter;
 use crate::error::{Error, Result};
 use crate::segment::SegmentWriter;
 use crate::udp::META_LEN;
@@ -28,6 +29,13 @@ struct Link {
     channel_of: Vec<u32>,
 }
 
+/// The source's broadcast segment: every value for direct readers, every datagram in its ring.
+struct Broadcast {
+    writer: Rc<BroadcastWriter>,
+    /// Channel of each measurement in it, or NONE.
+    channel_of: Vec<u32>,
+}
+
 /// The latest value of a measurement published without a packet (decom's health values).
 struct Value {
     bytes: Vec<u8>,
@@ -46,6 +54,7 @@ pub struct Extractor {
     last_packet: Vec<Option<(Vec<u8>, u64)>>,
     last_value: Vec<Option<Value>>,
     links: Vec<Link>,
+    broadcast: Option<Broadcast>,
 }
 
 impl Extractor {
@@ -69,6 +78,7 @@ impl Extractor {
             last_packet: vec![None; packets],
             last_value: (0..measurements).map(|_| None).collect(),
             links: Vec::new(),
+            broadcast: None,
         })
     }
 
@@ -112,6 +122,57 @@ impl Extractor {
         link.writer.ring_if_owed()?;
         self.links.push(link);
         Ok(())
+    }
+
+    /// Sets the broadcast segment every value and every datagram also go to (replacing any
+    /// earlier one): `channel_of[m]` is measurement m's channel in it (or NONE). Values
+    /// already known are published to it at once.
+    pub fn set_broadcast(&mut self, writer: Rc<BroadcastWriter>, channel_of: &[u32]) -> Result<()> {
+        if channel_of.len() != self.seq.len() {
+            return Err(Error::arg(format!(
+                "broadcast map has {} entries; the extractor has {} measurements",
+                channel_of.len(),
+                self.seq.len()
+            )));
+        }
+        let largest = self.largest_field();
+        for (m, &ch) in channel_of.iter().enumerate() {
+            if ch == NONE {
+                continue;
+            }
+            match writer.capacity(ch as usize) {
+                Some(cap) if cap as usize >= largest[m] => {}
+                _ => {
+                    return Err(Error::arg(format!(
+                        "broadcast channel {ch} cannot hold measurement {m} ({} bytes)",
+                        largest[m]
+                    )))
+                }
+            }
+        }
+        self.broadcast = Some(Broadcast {
+            writer,
+            channel_of: channel_of.to_vec(),
+        });
+        for (m, v) in self.last_value.iter().enumerate() {
+            if let Some(v) = v {
+                self.publish_broadcast(m, &v.bytes, self.seq[m], v.timestamp_ns);
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn publish_broadcast(&self, m: usize, bytes: &[u8], seq: u64, timestamp_ns: u64) {
+        if let Some(b) = &self.broadcast {
+            let ch = b.channel_of[m];
+            if ch != NONE {
+                // Capacity was checked in set_broadcast, so this cannot fail.
+                let _ = b
+                    .writer
+                    .publish_quiet(ch as usize, bytes, seq, timestamp_ns);
+            }
+        }
     }
 
     fn largest_field(&self) -> Vec<usize> {
@@ -212,6 +273,7 @@ impl Extractor {
                             .publish_quiet(ch as usize, bytes, self.seq[m], timestamp_ns);
                 }
             }
+            self.publish_broadcast(m, bytes, self.seq[m], timestamp_ns);
         }
         match &mut self.last_packet[packet] {
             Some((copy, ts)) => {
@@ -249,6 +311,7 @@ impl Extractor {
                 )?;
             }
         }
+        self.publish_broadcast(measurement, bytes, self.seq[measurement], timestamp_ns);
         self.last_value[measurement] = Some(Value {
             bytes: bytes.to_vec(),
             timestamp_ns,
@@ -256,9 +319,13 @@ impl Extractor {
         Ok(())
     }
 
-    /// Rings the doorbell of every link that owes one. Returns how many rang.
+    /// Rings the doorbell of every link that owes one, and the broadcast bells some reader may
+    /// sleep on. Returns how many rang.
     pub fn flush(&self) -> Result<usize> {
-        let mut rang = 0;
+        let mut rang = match &self.broadcast {
+            Some(b) => b.writer.flush()?,
+            None => 0,
+        };
         for link in &self.links {
             if link.writer.ring_if_owed()? {
                 rang += 1;
@@ -269,7 +336,8 @@ impl Extractor {
 
     /// Publishes a whole receive batch: datagram `i` (in `buf` at `i * slot`, metadata in
     /// `meta` as written by `udp::Batch::recv`) is of packet type `types[i]`, or NONE to skip.
-    /// Rings each link at most once. Returns the values decoded.
+    /// Every datagram, identified or not, also goes to the broadcast ring (received on
+    /// `port`). Rings each link and bell at most once. Returns the values decoded.
     ///
     /// Each packet type is published once per batch, with its newest datagram: a channel holds
     /// the latest value, and values overwritten within one call could never be seen by a
@@ -282,12 +350,16 @@ impl Extractor {
         slot: usize,
         meta: &[u8],
         types: &[u32],
+        port: u16,
     ) -> Result<usize> {
         let n = types.len();
         if slot == 0 || n * slot > buf.len() || n * META_LEN > meta.len() {
             return Err(Error::arg(
                 "publish_batch: more datagrams than the buffers hold",
             ));
+        }
+        if let Some(b) = &self.broadcast {
+            b.writer.append_batch(buf, slot, meta, types, port)?;
         }
         // The newest datagram of each packet type in the batch, and how many there were.
         let mut seen: Vec<(usize, usize, u64)> = Vec::new(); // (packet, newest index, count)
@@ -361,7 +433,9 @@ mod tests {
             meta[i * META_LEN + 8..i * META_LEN + 16]
                 .copy_from_slice(&(100 + i as u64).to_le_bytes());
         }
-        let n = ex.publish_batch(&buf, slot, &meta, &[0, NONE, 1]).unwrap();
+        let n = ex
+            .publish_batch(&buf, slot, &meta, &[0, NONE, 1], 0)
+            .unwrap();
         assert_eq!(n, 3);
         assert_eq!(w.stats().rings, 1);
         let (h, p) = r.take(1).unwrap().unwrap();
@@ -400,7 +474,7 @@ mod tests {
         // Packet 0, 0, 1, 0, 1: measurement 0 is published twice (once per type); the newest
         // datagram overall (index 4, packet 1) wins, and seq counts all five.
         let n = ex
-            .publish_batch(&buf, slot, &meta, &[0, 0, 1, 0, 1])
+            .publish_batch(&buf, slot, &meta, &[0, 0, 1, 0, 1], 0)
             .unwrap();
         assert_eq!(n, 5);
         assert_eq!(w.stats().publishes, 2);

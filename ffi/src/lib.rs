@@ -4,6 +4,8 @@
 //! lives in `abi`; everything else is safe Rust over `libc`.
 
 pub mod abi;
+pub mod broadcast;
+pub mod broadcast_protocol;
 pub mod error;
 pub mod extract;
 pub mod fanout;

@@ -35,7 +35,9 @@ pub struct Cred {
 }
 
 /// Most descriptors one message may carry.
-pub const MAX_FDS: usize = 16;
+pub const MAX_FDS: usize = 64;
+/// u64 words of a control-message buffer with room for MAX_FDS descriptors (header included).
+const CMSG_WORDS: usize = (16 + MAX_FDS * 4).div_ceil(8);
 
 fn address(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: an all-zero sockaddr_un is a valid value of this plain C struct.
@@ -276,7 +278,7 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8], fds: &[BorrowedFd<'_>]) -> Result<Op
         iov_len: buf.len(),
     };
     // Room for one SCM_RIGHTS message of MAX_FDS ints, u64-aligned as cmsghdr wants.
-    let mut cmsg_buf = [0u64; 16];
+    let mut cmsg_buf = [0u64; CMSG_WORDS];
     // SAFETY: an all-zero msghdr is a valid value of this plain C struct.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -339,7 +341,7 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Received> {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    let mut cmsg_buf = [0u64; 16];
+    let mut cmsg_buf = [0u64; CMSG_WORDS];
     // SAFETY: an all-zero msghdr is a valid value of this plain C struct.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;

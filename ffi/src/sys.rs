@@ -257,6 +257,14 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
     Ok(())
 }
 
+/// A pidfd for process `pid`: readable once the process exits (Linux 5.3+), close-on-exec
+/// (pidfds always are).
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    own(ret as libc::c_int, "pidfd_open failed")
+}
+
 /// CLOCK_REALTIME in nanoseconds since the Unix epoch.
 pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)

@@ -3,6 +3,7 @@
 //! be woken from another thread (`cancel`), which is how a pending wait on Deno's blocking
 //! pool is ended when its owner shuts down.
 
+use crate::broadcast::BellWatch;
 use crate::error::{Error, Result};
 use crate::segment::ControlWords;
 use crate::sys;
@@ -30,6 +31,17 @@ pub struct Waitset {
     /// Segment readers whose doorbells are in the set: each wait clears their awake words and
     /// re-checks them before sleeping, and sets them again after (see `protocol`).
     readers: std::sync::Mutex<Vec<Sleeper>>,
+    /// Broadcast bells in the set (edge-triggered, never read): each wait counts this process
+    /// as a sleeper on them and re-checks their generations before sleeping (see
+    /// `broadcast_protocol`).
+    bells: std::sync::Mutex<Vec<BellSleeper>>,
+}
+
+#[derive(Clone)]
+struct BellSleeper {
+    fd: std::os::fd::RawFd,
+    token: u32,
+    watch: BellWatch,
 }
 
 #[derive(Clone)]
@@ -64,6 +76,7 @@ impl Waitset {
             cancel,
             last_error: std::sync::Mutex::new(None),
             readers: std::sync::Mutex::new(Vec::new()),
+            bells: std::sync::Mutex::new(Vec::new()),
         };
         ws.ctl(
             libc::EPOLL_CTL_ADD,
@@ -139,6 +152,27 @@ impl Waitset {
         Ok(())
     }
 
+    /// Watches a broadcast bell as `token`, edge-triggered: every ring of the writer reports
+    /// it once to every waitset that watches it, and nothing ever reads the eventfd (a read
+    /// would take the wake-up from the other readers). Each wait counts this process as asleep
+    /// on the bell and re-checks before sleeping, so the writer rings only when needed.
+    pub fn add_bell(&self, bell: BorrowedFd<'_>, token: u32, watch: BellWatch) -> Result<()> {
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            bell,
+            token as u64,
+            (libc::EPOLLIN | libc::EPOLLET) as u32,
+        )?;
+        let mut bells = self.bells.lock().unwrap_or_else(|e| e.into_inner());
+        bells.retain(|b| b.fd != bell.as_raw_fd());
+        bells.push(BellSleeper {
+            fd: bell.as_raw_fd(),
+            token,
+            watch,
+        });
+        Ok(())
+    }
+
     /// Stops watching `fd` (and forgets it as a reader's doorbell). Closing a descriptor also
     /// removes it from the set, but not from the readers: remove before closing.
     pub fn remove(&self, fd: BorrowedFd<'_>) -> Result<()> {
@@ -152,6 +186,10 @@ impl Waitset {
                 }
                 keep
             });
+        self.bells
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|b| b.fd != fd.as_raw_fd());
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
@@ -173,7 +211,8 @@ impl Waitset {
             .clone();
         // Drain each reader's doorbell, then let its writer know it may sleep, then re-check
         // (see `protocol`); readers with work already waiting are reported without sleeping.
-        let busy: Vec<u32> = readers
+        let bells = self.bells.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut busy: Vec<u32> = readers
             .iter()
             .filter(|r| {
                 sys::eventfd_drain(r.doorbell.as_fd());
@@ -181,6 +220,13 @@ impl Waitset {
             })
             .map(|r| r.token)
             .collect();
+        // Every bell's sleeper count goes up (and back down after), whether or not another
+        // source has work already: the count must match the `woke` below.
+        for b in &bells {
+            if b.watch.prepare_to_sleep() && !busy.contains(&b.token) {
+                busy.push(b.token);
+            }
+        }
         let timeout = if busy.is_empty() { timeout_ms } else { 0 };
         // SAFETY: `evs` has room for `cap` events; the epoll descriptor is valid.
         let n = unsafe {
@@ -193,6 +239,9 @@ impl Waitset {
         };
         for r in &readers {
             r.words.woke();
+        }
+        for b in &bells {
+            b.watch.woke();
         }
         if n < 0 {
             let err = std::io::Error::last_os_error();
