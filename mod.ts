@@ -18,6 +18,21 @@ export {
   WOKEN,
 } from "./lib/subscription.ts";
 export { SubscribeError, type SubscribeErrorCode } from "./lib/errors.ts";
+export {
+  openPackets,
+  type PacketBatch,
+  type PacketOptions,
+  type PacketStatus,
+  PacketStream,
+  type RawPacket,
+} from "./lib/packets.ts";
 export type { Limits, Measurement, MeasurementType } from "./config/types.ts";
-export { formatValue, type LimitState, limitState, type RawValue } from "./config/decode.ts";
+export {
+  type DecodedField,
+  decodePacket,
+  formatValue,
+  type LimitState,
+  limitState,
+  type RawValue,
+} from "./config/decode.ts";
 export { resolveRunDir } from "./control/rundir.ts";

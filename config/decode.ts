@@ -3,7 +3,7 @@
  * (conversion or enum label), display text, and limit state. Runs for every update a
  * subscriber prints, so the common paths read bytes directly and allocate nothing.
  */
-import type { Conversion, Measurement } from "./types.ts";
+import type { Config, Conversion, Measurement } from "./types.ts";
 
 /** A raw value: integers of up to 48 bits are numbers, wider ones bigints. */
 export type RawValue = number | bigint | boolean | string | Uint8Array;
@@ -164,4 +164,35 @@ export function limitState(m: Measurement, value: RawValue): LimitState {
     return "warn";
   }
   return "ok";
+}
+
+/** One measurement of a decoded packet. */
+export interface DecodedField {
+  measurement: Measurement;
+  /** The raw value as sent. */
+  raw: RawValue;
+  /** Its engineering value (conversion or enum label applied). */
+  value: RawValue;
+}
+
+/**
+ * Every measurement of one datagram identified as packet `packetIndex` (as decom, export and
+ * the packet stream identify it), in the packet's field order. Decoding lives here so every
+ * consumer of whole packets — export, the dashboard, bridges, live writers — decodes the
+ * same way decom publishes.
+ */
+export function decodePacket(
+  config: Config,
+  packetIndex: number,
+  bytes: Uint8Array,
+): DecodedField[] {
+  const packet = config.packets[packetIndex];
+  if (!packet) throw new RangeError(`packet ${packetIndex} does not exist in "${config.name}"`);
+  const out: DecodedField[] = [];
+  for (const f of packet.fields) {
+    const m = config.measurements[f.measurement];
+    const raw = decodeRaw(m, bytes.subarray(f.offset, f.offset + f.size));
+    out.push({ measurement: m, raw, value: toEngineering(m, raw) });
+  }
+  return out;
 }

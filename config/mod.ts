@@ -10,6 +10,8 @@ export {
 export { findMeasurement, suggestMeasurement } from "./find.ts";
 export {
   convert,
+  type DecodedField,
+  decodePacket,
   decodeRaw,
   decodeValue,
   formatNumber,

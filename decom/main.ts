@@ -6,10 +6,11 @@ import { loadCommandConfig, runService } from "../cli/service.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { openRunDir } from "../control/rundir.ts";
 import { Decom } from "./decom.ts";
+import { DEFAULT_RING_SIZE, MAX_RING_SIZE, MIN_RING_SIZE } from "../ffi/broadcast.ts";
 
 const spec = {
   name: "decom",
-  usage: "decom [--config FILE] [--source NAME] [--run-dir DIR] [--batch N]",
+  usage: "decom [--config FILE] [--source NAME] [--run-dir DIR] [--batch N] [--packet-ring KIB]",
   help: `
 Receives the UDP telemetry of one data source, hands every datagram to the logger, and
 publishes each measurement to shared-memory channels that brokers attach to. Run one decom
@@ -22,6 +23,10 @@ options:
                     $XDG_RUNTIME_DIR/gsw, else /tmp/gsw-<uid>)
   --batch N         datagrams per receive call, 1-1024 (default 64)
   --health-interval S  seconds between link-health updates (default 1)
+  --packet-ring KIB shared memory for the every-datagram ring that dashboards and bridges
+                    read, a power of two from 256 to 1048576 KiB (default 4096: ~4 s of
+                    1 MB/s); a reader that falls further behind loses the oldest datagrams
+                    (it is told how many; the logger is not affected)
   -h, --help        this help
 
 examples:
@@ -33,6 +38,7 @@ examples:
     "run-dir": { type: "string" },
     batch: { type: "string" },
     "health-interval": { type: "string" },
+    "packet-ring": { type: "string" },
   },
 } as const;
 
@@ -43,6 +49,14 @@ export function main(args: string[]): Promise<number> {
     const batch = numberOption(values.batch, "batch", { integer: true, min: 1, max: 1024 }) ?? 64;
     const healthInterval =
       numberOption(values["health-interval"], "health-interval", { min: 0.05, max: 3600 }) ?? 1;
+    const ringKib = numberOption(values["packet-ring"], "packet-ring", {
+      integer: true,
+      min: MIN_RING_SIZE >> 10,
+      max: MAX_RING_SIZE >> 10,
+    }) ?? DEFAULT_RING_SIZE >> 10;
+    if ((ringKib & (ringKib - 1)) !== 0) {
+      throw new UsageError(`--packet-ring takes a power of two (KiB), not ${ringKib}`);
+    }
     const config = await loadCommandConfig(values.config);
     const names = config.sources.map((s) => s.name);
     let source = config.sources[0];
@@ -64,7 +78,15 @@ export function main(args: string[]): Promise<number> {
     const log = (line: string) => console.error(`decom[${source.name}]: ${line}`);
     return runService(log, () => {
       const runDir = openRunDir(values["run-dir"]);
-      return new Decom({ config, source, runDir, batch, healthInterval, log });
+      return new Decom({
+        config,
+        source,
+        runDir,
+        batch,
+        healthInterval,
+        ringSize: ringKib << 10,
+        log,
+      });
     });
   });
 }

@@ -357,3 +357,30 @@ fn bad_layouts_are_refused_at_creation() {
     assert!(BroadcastWriter::create(&[8], &[0], &[0], 1, 1, MIN_RING).is_err());
     assert!(BroadcastWriter::create(&[MAX_CAPACITY + 1], &[0], &[0], 1, 0, MIN_RING).is_err());
 }
+
+#[test]
+fn a_reader_lapped_by_batches_of_small_records_resumes() {
+    let w = writer(&[8]);
+    let r = test_reader(&w);
+    let m = meta(24, 0, 0);
+    let payload = [7u8; 24];
+    let dg = Datagram {
+        meta: &m,
+        payload: &payload,
+        port: 1,
+        packet: 0,
+    };
+    let batch = [dg; 64];
+    for _ in 0..(20_000 / 64) {
+        w.append(&batch).unwrap();
+    }
+    let written = 20_000 / 64 * 64;
+    let mut total = 0;
+    let mut lost = 0;
+    for _ in 0..10 {
+        let (recs, l) = ring(&r, 1 << 20);
+        total += recs.len() as u64;
+        lost += l;
+    }
+    assert_eq!(total + lost, written as u64, "read {total}, lost {lost}");
+}
