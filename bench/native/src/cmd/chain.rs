@@ -1,9 +1,10 @@
-//! `chain`: the native floor under gsw's end-to-end latency. Three processes in a row, as
-//! decom → broker → subscriber: a UDP receiver blocked in `recv(2)` copies the datagram into
-//! shared memory and writes an eventfd; a hop blocked in `read(2)` on it copies the value on
-//! and writes a second eventfd; a reader blocked on that one copies the value out, checks
-//! every byte, and stamps the time it has it. One sample = that stamp − the sender's stamp
-//! taken just before `send(2)`, one datagram at a time.
+//! `chain`: the native floor under gsw's end-to-end latency. Processes in a row, as decom →
+//! subscriber (one-hop reads, two processes) or decom → broker → subscriber (three): a UDP
+//! receiver blocked in `recv(2)` copies the datagram into shared memory and writes an eventfd;
+//! with three processes a hop blocked in `read(2)` on it copies the value on and writes a
+//! second eventfd; a reader blocked on the last one copies the value out, checks every byte,
+//! and stamps the time it has it. One sample = that stamp − the sender's stamp taken just
+//! before `send(2)`, one datagram at a time.
 //!
 //! [`NativeChain`] is also the same-run reference of `e2e` (gsw's pipeline with a Deno
 //! subscriber), interleaved with it block by block. [`round_trip`] is the sender's side of
@@ -26,11 +27,13 @@ use std::time::Duration;
 
 /// Usage text.
 pub const HELP: &str = "\
-gsw-bench-native chain [--samples N] [--warmup N] [--gap-us US] [--size BYTES] [--timeout SECS]
-  The native floor of an end-to-end path like gsw's (decom -> broker -> subscriber), three
-  processes: UDP recv -> eventfd hop -> eventfd hop -> reader has the value (copied and
-  checked). One datagram at a time; latency = reader's stamp - sender's stamp before send(2).
-  Processes are not pinned (a pipeline's processes are not either).
+gsw-bench-native chain [--processes 2|3] [--samples N] [--warmup N] [--gap-us US] [--size BYTES]
+                       [--timeout SECS]
+  The native floor of an end-to-end path like gsw's: with 2 processes (default; gsw's one-hop
+  reads, decom -> subscriber) UDP recv -> eventfd -> reader has the value (copied and
+  checked); with 3 (through the broker) UDP recv -> eventfd hop -> eventfd -> reader. One
+  datagram at a time; latency = reader's stamp - sender's stamp before send(2). Processes
+  are not pinned (a pipeline's processes are not either).
     chain_e2e_p50_ns, _p99_ns, _p999_ns, _max_ns
   --samples N    recorded samples (default 100000)
   --warmup N     unrecorded samples first (default 5000)
@@ -47,7 +50,7 @@ const SLOT2: usize = 1280;
 /// Largest datagram the chain carries.
 pub const MAX_SIZE: usize = 1024;
 
-/// The three processes of the native chain and their shared page.
+/// The processes of a native chain and their shared page.
 pub struct NativeChain {
     page: SharedMem,
     port: u16,
@@ -55,13 +58,18 @@ pub struct NativeChain {
 }
 
 impl NativeChain {
-    /// Starts the receiver (bound to a free port on 127.0.0.1), the hop and the reader.
-    pub fn start(size: usize) -> io::Result<Self> {
+    /// Starts the receiver (bound to a free port on 127.0.0.1), with 3 `processes` the hop,
+    /// and the reader.
+    pub fn start(size: usize, processes: usize) -> io::Result<Self> {
         if !(MIN_DATAGRAM..=MAX_SIZE).contains(&size) {
             return Err(io::Error::other(format!(
                 "chain datagrams are {MIN_DATAGRAM}..={MAX_SIZE} bytes"
             )));
         }
+        if !(2..=3).contains(&processes) {
+            return Err(io::Error::other("a chain has 2 or 3 processes"));
+        }
+        let hop = processes == 3;
         let page = SharedMem::create("gsw-bench-chain", SLOT2 + MAX_SIZE)?;
         let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
         let port = sock.local_addr()?.port();
@@ -78,33 +86,41 @@ impl NativeChain {
                     ));
                 }
                 let seq = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
-                // SAFETY: the hop reads slot 1 only after the Release store below, and the
-                // sender sends the next datagram only after the reader finished the last one.
-                unsafe { page.write_bytes(SLOT1, &buf[..n]) };
-                // Release: publishes slot 1 to the hop's Acquire load.
-                page.atomic_u64(SEQ1).store(seq, Ordering::Release);
-                e1.write(1).map_err(|e| e.to_string())?;
+                // Without a hop, straight into the reader's slot 2.
+                let (slot, word, bell) = if hop {
+                    (SLOT1, SEQ1, &e1)
+                } else {
+                    (SLOT2, SEQ2, &e2)
+                };
+                // SAFETY: the next process reads the slot only after the Release store below,
+                // and the sender sends the next datagram only after the reader finished.
+                unsafe { page.write_bytes(slot, &buf[..n]) };
+                // Release: publishes the slot to the next process's Acquire load.
+                page.atomic_u64(word).store(seq, Ordering::Release);
+                bell.write(1).map_err(|e| e.to_string())?;
             }
         })?);
         // Hop: blocked in read(2) on an eventfd, like the broker on decom's doorbell.
-        children.push(fork_child(None, || {
-            let mut buf = vec![0u8; size];
-            loop {
-                e1.read().map_err(|e| e.to_string())?;
-                // Acquire: pairs with the receiver's Release store.
-                let seq = page.atomic_u64(SEQ1).load(Ordering::Acquire);
-                // SAFETY: the receiver wrote slot 1 before its Release store and writes it
-                // again only for the next datagram (after the reader is done); slot 2 is read
-                // by the reader only after our Release store below.
-                unsafe {
-                    page.read_bytes(SLOT1, &mut buf);
-                    page.write_bytes(SLOT2, &buf);
+        if hop {
+            children.push(fork_child(None, || {
+                let mut buf = vec![0u8; size];
+                loop {
+                    e1.read().map_err(|e| e.to_string())?;
+                    // Acquire: pairs with the receiver's Release store.
+                    let seq = page.atomic_u64(SEQ1).load(Ordering::Acquire);
+                    // SAFETY: the receiver wrote slot 1 before its Release store and writes it
+                    // again only for the next datagram (after the reader is done); slot 2 is read
+                    // by the reader only after our Release store below.
+                    unsafe {
+                        page.read_bytes(SLOT1, &mut buf);
+                        page.write_bytes(SLOT2, &buf);
+                    }
+                    // Release: publishes slot 2 to the reader's Acquire load.
+                    page.atomic_u64(SEQ2).store(seq, Ordering::Release);
+                    e2.write(1).map_err(|e| e.to_string())?;
                 }
-                // Release: publishes slot 2 to the reader's Acquire load.
-                page.atomic_u64(SEQ2).store(seq, Ordering::Release);
-                e2.write(1).map_err(|e| e.to_string())?;
-            }
-        })?);
+            })?);
+        }
         // Reader: blocked in read(2), like a subscriber on its doorbell.
         children.push(fork_child(None, || {
             let mut buf = vec![0u8; size];
@@ -225,6 +241,8 @@ pub struct Options {
     pub gap: Duration,
     /// Datagram bytes.
     pub size: usize,
+    /// Processes in the chain (2 or 3).
+    pub processes: usize,
     /// Watchdog.
     pub timeout: Duration,
 }
@@ -237,8 +255,12 @@ impl Options {
             warmup: a.get("--warmup", 5_000)?,
             gap: Duration::from_micros(a.get("--gap-us", 50)?),
             size: a.get("--size", 64)?,
+            processes: a.get("--processes", 2)?,
             timeout: a.secs("--timeout", 170.0)?,
         };
+        if !(2..=3).contains(&o.processes) {
+            return Err("--processes must be 2 or 3".into());
+        }
         if !(MIN_DATAGRAM..=MAX_SIZE).contains(&o.size) {
             return Err(format!("--size must be {MIN_DATAGRAM}..={MAX_SIZE}"));
         }
@@ -251,7 +273,8 @@ impl Options {
 
 /// Runs `chain`.
 pub fn run(o: &Options) -> io::Result<Report> {
-    let mut chain = NativeChain::start(o.size).map_err(|e| fail("starting the chain", e))?;
+    let mut chain =
+        NativeChain::start(o.size, o.processes).map_err(|e| fail("starting the chain", e))?;
     let sock = udp_sender(chain.port())?;
     let mut d = vec![0u8; o.size];
     fill_datagram(&mut d, 0, 0);
