@@ -209,6 +209,20 @@ const GROUPS: Group[] = [
     timeout: 300,
   },
   {
+    name: "direct-fanout",
+    what: "a broadcast writer's CPU per batch with 4 and 64 direct readers asleep vs none",
+    commands: (q) =>
+      [4, 64].map((n) =>
+        nativeCmd([
+          "broadcast-fanout",
+          "--readers",
+          String(n),
+          ...(q ? ["--window", "0.5", "--rounds", "1"] : []),
+        ])
+      ),
+    timeout: 120,
+  },
+  {
     name: "fanout",
     what: "decom and broker CPU with 64 subscribers vs none",
     commands: (q, _pin, work) => [
@@ -278,6 +292,7 @@ const REQUIRED: Record<string, string[]> = {
     "decom_idle_cpu_percent",
   ],
   e2e: ["e2e_p50_us", "e2e_p99_us", "e2e_p50_vs_native_ratio", "e2e_p99_vs_native_ratio"],
+  "direct-fanout": ["bfanout_writer_cost_ratio_4", "bfanout_writer_cost_ratio_64"],
   fanout: ["fanout_decom_cost_ratio_64", "broker_ns_per_subscriber_update"],
   rss: ["pipeline_rss_mb"],
 };

@@ -23,18 +23,22 @@ import {
 } from "../control/protocol.ts";
 import { type Answer, type Client, ControlServer, MAX_CLIENTS } from "../control/server.ts";
 import {
+  BroadcastReader,
   closeFd,
+  dupFd,
   Fanout,
   GswError,
   HANGUP,
   MAX_FDS,
   monotonicNs,
+  newEventFd,
   type OwnedFd,
   pidfdOpen,
   READABLE,
   type SegmentFds,
   SegmentReader,
   SegmentWriter,
+  signalEventFd,
   takeSignals,
   UnixConnection,
   Waitset,
@@ -49,6 +53,9 @@ const REFUSED_RETRY_MS = 5000;
 const TOKEN_SIGNALS = 1;
 const TOKEN_SOURCE_CONN = 1000;
 const TOKEN_SOURCE_BELL = 2000;
+/** Relayed bells: source index × RELAY_STRIDE + bell. */
+const TOKEN_RELAY = 1 << 19;
+const RELAY_STRIDE = 64;
 const TOKEN_SERVERS = 1 << 20;
 /** Longest wait the native waitset takes (its timeout is an i32 of milliseconds). */
 const MAX_WAIT_MS = 2 ** 31 - 1;
@@ -60,8 +67,22 @@ export interface BrokerOptions {
   measurements: Measurement[];
   /** Socket paths to listen on. */
   sockets: string[];
+  /**
+   * Direct subscribers per decom bell that decom wakes itself; the others are woken by this
+   * broker relaying the bell (one more hop), so decom's cost stays bounded whatever the
+   * number of subscribers. Default DEFAULT_DIRECT_WAKES.
+   */
+  directWakes?: number;
   log: (line: string) => void;
 }
+
+/**
+ * Each direct subscriber decom wakes itself costs decom ~1.5 µs per batch (the kernel wakes
+ * it inside decom's eventfd write; `gsw-bench-native broadcast-fanout`): 4 keep decom's
+ * wake-ups within a few µs per datagram, and serve a dashboard, a bridge and two more at the
+ * lowest latency.
+ */
+export const DEFAULT_DIRECT_WAKES = 4;
 
 /** A decom's broadcast segment, held to hand its descriptors to direct subscribers. */
 interface SourceBroadcast {
@@ -72,6 +93,19 @@ interface SourceBroadcast {
   pid: number;
   /** Measurement index → its channel and bell in the segment. */
   channelOf: Map<number, { channel: number; bell: number }>;
+  /** Per bell: direct subscribers holding one of the seats decom wakes itself. */
+  seats: number[];
+  /** This broker's own reader of the segment, to relay bells (made when first needed). */
+  relayReader: BroadcastReader | null;
+  /** Per bell relayed: the eventfd the relayed subscribers watch, and how many they are. */
+  relays: Map<number, { fd: OwnedFd; users: number }>;
+}
+
+/** A bell a direct subscriber holds: a seat decom wakes, or a relay. */
+interface Held {
+  source: SourceBroadcast;
+  bell: number;
+  relay: boolean;
 }
 
 /** The link to one data source's decom. */
@@ -103,6 +137,8 @@ interface Subscriber {
   routes: { measurement: Measurement; channel: number }[];
   minIntervalNs: bigint;
   label: string;
+  /** Seats and relays its direct sources use, given back when it leaves. */
+  held: Held[];
 }
 
 export class Broker {
@@ -114,11 +150,13 @@ export class Broker {
   readonly #served: Set<number>;
   readonly #subscribers = new Map<string, Subscriber>();
   readonly #buf = new Uint8Array(MAX_CONTROL_MESSAGE);
+  readonly #directWakes: number;
   #copied = 0;
   #closed = false;
 
   constructor(opts: BrokerOptions) {
     this.#opts = opts;
+    this.#directWakes = opts.directWakes ?? DEFAULT_DIRECT_WAKES;
     const { config } = opts;
     this.#served = new Set(opts.measurements.map((m) => m.index));
     for (const source of config.sources) {
@@ -198,6 +236,8 @@ export class Broker {
           token >= TOKEN_SOURCE_CONN && token < TOKEN_SOURCE_CONN + this.#sources.length
         ) {
           this.#onSourceEvent(this.#sources[token - TOKEN_SOURCE_CONN], events);
+        } else if (token >= TOKEN_RELAY && token < TOKEN_SERVERS) {
+          this.#relay(token - TOKEN_RELAY);
         } else if (token === TOKEN_SIGNALS) {
           const signals = takeSignals();
           if (signals.length > 0) return signals;
@@ -304,19 +344,15 @@ export class Broker {
         const now = monotonicNs();
         for (const sub of this.#subscribers.values()) this.#route(s, sub, now);
         s.lastProblem = "";
-        this.#opts.log(
-          `attached to decom for source "${s.name}" (${s.channelOf.size} channels)`,
-        );
-        // Then its broadcast segment, for direct subscribers.
+        // Then its broadcast segment, for direct subscribers; "attached" is said once that
+        // has been answered, so whoever waits for the line finds direct reads ready.
         const open = encode({
           v: PROTOCOL_VERSION,
           op: "open",
           configHash: this.#opts.config.hash,
           client: "broker",
         });
-        if (!sendRequest(s.conn!, open)) {
-          this.#opts.log(`decom for source "${s.name}" did not take the open request`);
-        }
+        if (!sendRequest(s.conn!, open)) this.#attached(s, "decom did not take the open request");
         return;
       }
     } catch (e) {
@@ -353,15 +389,32 @@ export class Broker {
           channelOf.set(m.index, { channel: ch.channel, bell: ch.bell });
         }
       }
-      s.broadcast = { fds, pidfd, pid, channelOf };
+      s.broadcast = {
+        fds,
+        pidfd,
+        pid,
+        channelOf,
+        seats: Array(b.bells).fill(0),
+        relayReader: null,
+        relays: new Map(),
+      };
+      this.#attached(s, "");
     } catch (e) {
       fds.forEach(closeFd);
       pidfd?.close();
-      this.#opts.log(
-        `decom for source "${s.name}" gave no broadcast segment (${(e as Error).message}); ` +
-          "its subscribers are served through the broker",
-      );
+      this.#attached(s, (e as Error).message);
     }
+  }
+
+  /** Says a source is attached: with direct reads, or (`why` not) through this broker only. */
+  #attached(s: SourceLink, why: string): void {
+    this.#opts.log(
+      `attached to decom for source "${s.name}" (${s.channelOf.size} channels; ${
+        why
+          ? `no direct reads: ${why}; its subscribers are served through the broker`
+          : "direct reads"
+      })`,
+    );
   }
 
   #detach(s: SourceLink, why: string, retryMs = RETRY_MS): void {
@@ -383,9 +436,16 @@ export class Broker {
   }
 
   #dropBroadcast(s: SourceLink): void {
-    if (!s.broadcast) return;
-    s.broadcast.fds.forEach(closeFd);
-    s.broadcast.pidfd.close();
+    const b = s.broadcast;
+    if (!b) return;
+    for (const [bell, relay] of b.relays) {
+      this.#ws.remove(b.relayReader!.bellFd(bell));
+      relay.fd.close();
+    }
+    b.relays.clear();
+    b.relayReader?.close();
+    b.fds.forEach(closeFd);
+    b.pidfd.close();
     s.broadcast = null;
   }
 
@@ -480,6 +540,7 @@ export class Broker {
       routes: classic.map((measurement, channel) => ({ measurement, channel })),
       minIntervalNs: rate > 0 ? BigInt(Math.round(1e9 / rate)) : 0n,
       label: `${req.client} (pid ${client.peer.pid})`,
+      held: plan?.held ?? [],
     };
     return {
       reply,
@@ -487,6 +548,7 @@ export class Broker {
       done: (sent) => {
         if (!sent) {
           writer?.close();
+          for (const h of sub.held) this.#hold(h, -1);
           return;
         }
         writer?.releaseFds();
@@ -496,10 +558,11 @@ export class Broker {
         const now = monotonicNs();
         for (const s of this.#sources) this.#route(s, sub, now);
         const directly = wanted.length - classic.length;
+        const relayed = sub.held.some((h) => h.relay) ? ", woken by this broker" : "";
         this.#opts.log(
           `${sub.label} follows ${wanted.length} measurement${wanted.length === 1 ? "" : "s"}${
             rate > 0 ? ` at most ${rate} Hz` : ""
-          }${directly > 0 ? ` (${directly} read directly from decom)` : ""}`,
+          }${directly > 0 ? ` (${directly} read directly from decom${relayed})` : ""}`,
         );
       },
     };
@@ -515,6 +578,7 @@ export class Broker {
     entries: Map<Measurement, { source: number; channel: number }>;
     sources: DirectSource[];
     fds: number[];
+    held: Held[];
   } {
     const bySource = new Map<SourceLink, Measurement[]>();
     for (const m of wanted) {
@@ -524,6 +588,7 @@ export class Broker {
     const entries = new Map<Measurement, { source: number; channel: number }>();
     const sources: DirectSource[] = [];
     const fds: number[] = [];
+    const held: Held[] = [];
     let room = MAX_FDS - 3;
     for (const [s, ms] of bySource) {
       const b = s.broadcast!;
@@ -536,9 +601,18 @@ export class Broker {
         entries.set(m, { source: sources.length, channel: b.channelOf.get(m.index)!.channel });
       }
       sources.push({ source: s.name, pid: b.pid, bells });
-      fds.push(b.fds[0], b.fds[1], b.pidfd.fd, ...bells.map((i) => b.fds[2 + i]));
+      fds.push(b.fds[0], b.fds[1], b.pidfd.fd);
+      for (const bell of bells) {
+        // A seat decom wakes itself while there is one, else this broker's relay of the bell.
+        const seat = b.seats[bell] < this.#directWakes;
+        const relay = seat ? null : this.#relayOf(s, bell);
+        fds.push(relay ? relay.fd.fd : b.fds[2 + bell]);
+        const h = { source: b, bell, relay: !seat };
+        this.#hold(h, +1);
+        held.push(h);
+      }
     }
-    return { entries, sources, fds };
+    return { entries, sources, fds, held };
   }
 
   #onClose(server: number, client: Client): void {
@@ -546,11 +620,57 @@ export class Broker {
     const sub = this.#subscribers.get(key);
     if (!sub) return;
     this.#subscribers.delete(key);
+    for (const h of sub.held) this.#hold(h, -1);
     if (sub.writer) {
       for (const s of this.#sources) s.fanout?.remove(sub.writer);
       sub.writer.close();
     }
     this.#opts.log(`${sub.label} left`);
+  }
+
+  /** Takes (+1) or gives back (-1) a seat or a relay of a bell. */
+  #hold(h: Held, delta: number): void {
+    if (!h.relay) {
+      h.source.seats[h.bell] += delta;
+      return;
+    }
+    const relay = h.source.relays.get(h.bell);
+    if (!relay) return; // the source went away meanwhile: everything was released then
+    relay.users += delta;
+    if (relay.users > 0) return;
+    this.#ws.remove(h.source.relayReader!.bellFd(h.bell));
+    relay.fd.close();
+    h.source.relays.delete(h.bell);
+  }
+
+  /**
+   * The relay of bell `bell` of source `s`: an eventfd this broker signals whenever decom
+   * rings the bell (or touched it while the broker was busy), watched edge-triggered by the
+   * subscribers beyond decom's seats. They count themselves as sleepers in decom's segment as
+   * usual, so decom rings whenever one may sleep; only this broker is woken by it.
+   */
+  #relayOf(s: SourceLink, bell: number): { fd: OwnedFd; users: number } {
+    const b = s.broadcast!;
+    const known = b.relays.get(bell);
+    if (known) return known;
+    b.relayReader ??= BroadcastReader.attach(
+      dupFd(b.fds[0]),
+      dupFd(b.fds[1]),
+      b.fds.slice(2).map((fd, index) => ({ index, fd: dupFd(fd) })),
+    );
+    const relay = { fd: newEventFd(), users: 0 };
+    b.relays.set(bell, relay);
+    b.relayReader.markSeen(bell);
+    this.#ws.addBell(b.relayReader, bell, TOKEN_RELAY + s.index * RELAY_STRIDE + bell);
+    return relay;
+  }
+
+  /** decom rang (or touched) a relayed bell: pass it on to its relayed subscribers. */
+  #relay(k: number): void {
+    const s = this.#sources[Math.floor(k / RELAY_STRIDE)];
+    const bell = k % RELAY_STRIDE;
+    const relay = s?.broadcast?.relays.get(bell);
+    if (relay && s.broadcast!.relayReader!.markSeen(bell)) signalEventFd(relay.fd.fd);
   }
 
   summary(): string {

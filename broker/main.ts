@@ -1,7 +1,7 @@
 /**
  * `gsw broker`: serves a config's measurements (all, or the ones named) to subscribers.
  */
-import { parseCommand, runCommand, UsageError } from "../cli/args.ts";
+import { numberOption, parseCommand, runCommand, UsageError } from "../cli/args.ts";
 import { loadCommandConfig, runService } from "../cli/service.ts";
 import {
   DEFAULT_CONFIG_PATH,
@@ -10,11 +10,11 @@ import {
   suggestMeasurement,
 } from "../config/mod.ts";
 import { brokerSocket, measurementBrokerSocket, openRunDir } from "../control/rundir.ts";
-import { Broker } from "./broker.ts";
+import { Broker, DEFAULT_DIRECT_WAKES } from "./broker.ts";
 
 const spec = {
   name: "broker",
-  usage: "broker [--config FILE] [--measurement NAME]… [--run-dir DIR]",
+  usage: "broker [--config FILE] [--measurement NAME]… [--run-dir DIR] [--direct-wakes N]",
   help: `
 Attaches to every data source's decom and serves measurements to subscribers over
 shared memory: each subscriber gets its own channels and doorbell, so a slow or stopped
@@ -30,6 +30,10 @@ options:
   --measurement NAME   serve only this measurement (key or name; repeatable)
   --run-dir DIR        directory for the control sockets (default: $GSW_RUN_DIR, else
                        $XDG_RUNTIME_DIR/gsw, else /tmp/gsw-<uid>)
+  --direct-wakes N     subscribers that read decom's memory directly are woken by decom
+                       itself, up to N per packet type (default ${DEFAULT_DIRECT_WAKES}); more are woken by
+                       this broker (one more hop), so decom's cost stays bounded. 0: the
+                       broker wakes them all
   -h, --help           this help
 
 examples:
@@ -39,6 +43,7 @@ examples:
     config: { type: "string" },
     measurement: { type: "string", multiple: true },
     "run-dir": { type: "string" },
+    "direct-wakes": { type: "string" },
   },
 } as const;
 
@@ -46,6 +51,11 @@ export function main(args: string[]): Promise<number> {
   return runCommand(spec, async () => {
     const { values, help } = parseCommand(spec, args);
     if (help) return 0;
+    const directWakes = numberOption(values["direct-wakes"], "direct-wakes", {
+      integer: true,
+      min: 0,
+      max: 1000,
+    }) ?? DEFAULT_DIRECT_WAKES;
     const config = await loadCommandConfig(values.config);
     const names: string[] = values.measurement ?? [];
     const measurements: Measurement[] = [];
@@ -70,6 +80,7 @@ export function main(args: string[]): Promise<number> {
         runDir,
         measurements: measurements.length === 0 ? config.measurements : measurements,
         sockets,
+        directWakes,
         log,
       });
     });

@@ -216,6 +216,14 @@ export class BroadcastReader extends NativeObject {
     return n;
   }
 
+  /**
+   * Marks bell `bell` as processed up to now; true if the writer touched it since the last
+   * mark. For a relay (the broker) that passes a bell's rings on without reading values.
+   */
+  markSeen(bell: number): boolean {
+    return check(native().gsw_broadcast_reader_mark_seen(this.handle, bell), "mark seen") === 1;
+  }
+
   /** The newest value of `channel` (read or not), or null if it has none yet. */
   current(channel: number): Sample | null {
     const r = native().gsw_broadcast_reader_current(
@@ -242,6 +250,21 @@ export class BroadcastReader extends NativeObject {
     );
     return { bytes, records: Number(r[0]), lost: Number(r[1]), caughtUp: r[2] === 1n };
   }
+}
+
+/** A new eventfd (non-blocking), e.g. a broker's relay bell. */
+export function newEventFd(): OwnedFd {
+  return new OwnedFd(check(native().gsw_eventfd(), "eventfd"), "eventfd");
+}
+
+/** Adds one to an eventfd: wakes whoever watches it. Never blocks. */
+export function signalEventFd(fd: number): void {
+  check(native().gsw_eventfd_signal(fd), "eventfd write");
+}
+
+/** A duplicate of `fd` that the caller owns. */
+export function dupFd(fd: number): number {
+  return check(native().gsw_dup(fd), `dup(${fd})`);
 }
 
 /** A pidfd for process `pid`: readable (in a waitset) once the process exits. */

@@ -27,12 +27,15 @@ export {
   BroadcastReader,
   BroadcastWriter,
   DEFAULT_RING_SIZE,
+  dupFd,
   MAX_RING_SIZE,
   MIN_RING_SIZE,
+  newEventFd,
   NO_PACKET,
   pidfdOpen,
   RING_RECORD,
   type RingRead,
+  signalEventFd,
 } from "./broadcast.ts";
 export {
   closeFd,

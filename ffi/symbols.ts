@@ -223,6 +223,14 @@ export const symbols = {
   gsw_waitset_add_bell: { parameters: ["pointer", "pointer", "u32", "u32"], result: "i32" },
   // int gsw_pidfd_open(int32_t pid)
   gsw_pidfd_open: { parameters: ["i32"], result: "i32" },
+  // int32_t gsw_broadcast_reader_mark_seen(const BroadcastReader *r, uint32_t bell)
+  gsw_broadcast_reader_mark_seen: { parameters: ["pointer", "u32"], result: "i32" },
+  // int gsw_eventfd(void)
+  gsw_eventfd: { parameters: [], result: "i32" },
+  // int32_t gsw_eventfd_signal(int fd)
+  gsw_eventfd_signal: { parameters: ["i32"], result: "i32" },
+  // int gsw_dup(int fd)
+  gsw_dup: { parameters: ["i32"], result: "i32" },
   // int32_t gsw_extractor_publish_value(Extractor *e, uint32_t measurement,
   //                                     const uint8_t *data, uint32_t len, uint64_t ts_ns)
   gsw_extractor_publish_value: {

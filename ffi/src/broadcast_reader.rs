@@ -551,6 +551,17 @@ impl BroadcastReader {
         }
     }
 
+    /// Marks bell `bell` as processed up to now; returns whether the writer touched it since
+    /// it was last marked. For a process that only relays a bell's rings to readers of its
+    /// own (the broker), without reading what is behind it.
+    pub fn mark_seen(&self, bell: u32) -> bool {
+        let Some(seen) = self.seen.get(bell as usize) else {
+            return false;
+        };
+        let g = bp::bell_generation(self.d(self.layout.gens_at + bell as usize * CACHE_LINE));
+        seen.swap(g, std::sync::atomic::Ordering::Relaxed) != g
+    }
+
     /// Records the writer had written when this reader attached (for tests and diagnostics).
     pub fn records_before(&self) -> u64 {
         self.records_before

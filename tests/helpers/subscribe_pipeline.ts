@@ -112,12 +112,13 @@ export class SubscribePipeline {
   }
 
   /** Starts the (default) broker and waits until it is attached to decom. */
-  async startBroker(): Promise<Proc> {
+  async startBroker(args: string[] = []): Promise<Proc> {
     const broker = this.pipeline.spawn("broker", [
       "--config",
       this.config,
       "--run-dir",
       this.runDir,
+      ...args,
     ]);
     this.broker = broker;
     await broker.stderr.waitFor(/attached to decom/, 15_000);

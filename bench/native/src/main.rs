@@ -3,7 +3,7 @@
 
 use gsw_bench_native::cli::Args;
 use gsw_bench_native::cmd::{
-    baseline, cacheline, chain, channel, deno, eventfd_pingpong, pipeline, udp,
+    baseline, bfanout, cacheline, chain, channel, deno, eventfd_pingpong, pipeline, udp,
 };
 use gsw_bench_native::machine::Machine;
 use gsw_bench_native::proc::Watchdog;
@@ -39,6 +39,7 @@ Subcommands:
   e2e                 UDP send -> a Deno library subscriber has the value, vs the native chain
   fanout              decom's CPU per datagram with 64 subscribers vs none; broker CPU per copy
   rss                 resident memory of decom + broker + logger, 300 measurements, 64 subscribers
+  broadcast-fanout    what N direct readers sleeping on a broadcast segment cost its writer
 
 Examples:
   gsw-bench-native all 2>/dev/null > results.jsonl
@@ -58,6 +59,7 @@ fn help_for(sub: &str) -> Option<&'static str> {
         "deno-wake" => deno::HELP_WAKE,
         "idle" => deno::HELP_IDLE,
         "chain" => chain::HELP,
+        "broadcast-fanout" => bfanout::HELP,
         "ingest" => return Some(leak(pipeline::HELP_INGEST)),
         "e2e" => return Some(leak(pipeline::HELP_E2E)),
         "fanout" => return Some(leak(pipeline::HELP_FANOUT)),
@@ -116,6 +118,10 @@ fn bench(sub: &str, a: &mut Args) -> Result<Box<dyn FnOnce() -> std::io::Result<
         "idle" => {
             let o = usage(deno::IdleCmd::from_args(a))?;
             Box::new(move || guarded("idle", o.common.timeout, || deno::run_idle(&o)))
+        }
+        "broadcast-fanout" => {
+            let o = usage(bfanout::Options::from_args(a))?;
+            Box::new(move || guarded("broadcast-fanout", o.timeout, || bfanout::run(&o)))
         }
         "chain" => {
             let o = usage(chain::Options::from_args(a))?;

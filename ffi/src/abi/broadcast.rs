@@ -352,6 +352,53 @@ pub unsafe extern "C" fn gsw_broadcast_reader_bell_fd(r: *const BroadcastReader,
     }) as i32
 }
 
+/// Marks bell `bell` of reader `r` as processed; returns 1 if the writer touched it since the
+/// last mark, else 0.
+///
+/// # Safety
+/// `r` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_broadcast_reader_mark_seen(
+    r: *const BroadcastReader,
+    bell: u32,
+) -> i32 {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        let r = unsafe { obj(r)? };
+        Ok(r.mark_seen(bell) as i64)
+    }) as i32
+}
+
+/// A new non-blocking, close-on-exec eventfd.
+#[no_mangle]
+pub extern "C" fn gsw_eventfd() -> RawFd {
+    boundary(|| Ok(sys::eventfd()?.into_raw_fd() as i64)) as RawFd
+}
+
+/// Adds one to eventfd `fd` (never blocks).
+#[no_mangle]
+pub extern "C" fn gsw_eventfd_signal(fd: RawFd) -> i32 {
+    boundary(|| {
+        // SAFETY: the caller owns `fd` for the duration of the call.
+        let fd = unsafe { sys::borrow(fd)? };
+        sys::eventfd_signal(fd)?;
+        Ok(0)
+    }) as i32
+}
+
+/// A duplicate of `fd` (close-on-exec) that the caller owns.
+#[no_mangle]
+pub extern "C" fn gsw_dup(fd: RawFd) -> RawFd {
+    boundary(|| {
+        // SAFETY: the caller owns `fd` for the duration of the call.
+        let fd = unsafe { sys::borrow(fd)? };
+        let own = fd
+            .try_clone_to_owned()
+            .map_err(|e| Error::from_io("dup failed", e))?;
+        Ok(own.into_raw_fd() as i64)
+    }) as i32
+}
+
 /// A pidfd for process `pid` (readable once it exits), close-on-exec.
 #[no_mangle]
 pub extern "C" fn gsw_pidfd_open(pid: i32) -> RawFd {

@@ -2,6 +2,7 @@
 //! [`crate::report::Report`] (printing is left to `main`).
 
 pub mod baseline;
+pub mod bfanout;
 pub mod cacheline;
 pub mod chain;
 pub mod channel;
