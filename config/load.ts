@@ -71,6 +71,7 @@ const HEALTH_COUNTERS: readonly HealthKind[] = [
   "errors",
   "drops",
   "kernel_drops",
+  "backlog_bytes",
 ];
 
 /** Measurement keys and names: what users type in `subscribe`, so no spaces or quotes. */
@@ -1284,6 +1285,9 @@ const HEALTH_DESCRIPTIONS: Record<HealthKind, string> = {
   drops: "raw packets the logger queue could not take (decoded, but missing from the log)",
   kernel_drops:
     "datagrams the kernel dropped before decom read them (receive buffer full): lost entirely",
+  backlog_bytes:
+    "bytes of raw packets decom holds for the logger (absent or slow), counted as allocated; " +
+    "at the bound (64 MiB) new packets are dropped and counted in drops",
   packet_rate: "datagrams per second over the last interval",
   age: "seconds since this packet was last received",
 };

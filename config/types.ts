@@ -41,6 +41,7 @@ export type HealthKind =
   | "errors"
   | "drops"
   | "kernel_drops"
+  | "backlog_bytes"
   | "packet_rate"
   | "age";
 

@@ -41,8 +41,11 @@ import { Identifier } from "./identify.ts";
 
 /** A slot this large holds any UDP datagram over IPv4, so nothing is ever cut. */
 const SLOT = 65536;
-/** Bytes decom buffers for the logger itself when the logger is slow or absent. */
-const LOG_BUFFER = 64 << 20;
+/**
+ * Bytes decom buffers for the logger itself when the logger is slow or absent, by default:
+ * counted as allocated (`S.backlog_bytes`), so it bounds decom's real memory.
+ */
+export const DEFAULT_LOG_BUFFER = 64 << 20;
 /**
  * Longest a raw packet waits in decom before going to the logger: batches are gathered into
  * one message (one send, one logger wake-up) per 10 ms or 64 KiB, instead of one per batch.
@@ -76,6 +79,8 @@ export interface DecomOptions {
   healthInterval: number;
   /** Bytes of the every-packet ring in the broadcast segment (default DEFAULT_RING_SIZE). */
   ringSize?: number;
+  /** Bytes held for an absent or slow logger (default DEFAULT_LOG_BUFFER). */
+  logBuffer?: number;
   log: (line: string) => void;
 }
 
@@ -116,6 +121,7 @@ export class Decom {
   readonly #identifier: Identifier;
   readonly #extractor: Extractor;
   readonly #logq: LogQueue;
+  readonly #logBuffer: number;
   readonly #server: ControlServer;
   readonly #links = new Map<number, Link>();
   /** Every value and every datagram, for any number of direct readers (`open`). */
@@ -146,6 +152,7 @@ export class Decom {
 
   constructor(opts: DecomOptions) {
     this.#opts = opts;
+    this.#logBuffer = opts.logBuffer ?? DEFAULT_LOG_BUFFER;
     const { config, source } = opts;
     this.#identifier = new Identifier(config, source.name);
     const packets = source.packets.map((i) => config.packets[i]);
@@ -197,7 +204,7 @@ export class Decom {
     this.#metaView = new DataView(this.#meta.buffer);
     this.#types = new Uint32Array(opts.batch);
     const sourceIndex = config.sources.findIndex((s) => s.name === source.name);
-    this.#logq = new LogQueue(sourceIndex, LOG_BUFFER, LOG_MAX_AGE_MS);
+    this.#logq = new LogQueue(sourceIndex, this.#logBuffer, LOG_MAX_AGE_MS);
     // Said first on every connection, so a logger recording with another config says so.
     this.#logq.setHello(encodeHello({
       source: source.name,
@@ -422,6 +429,9 @@ export class Decom {
         case "kernel_drops":
           view.setBigUint64(0, BigInt(s.kernelDrops), true);
           break;
+        case "backlog_bytes":
+          view.setBigUint64(0, BigInt(this.#logq.stats().pendingBytes), true);
+          break;
         case "packet_rate":
           view.setFloat64(0, rate, true);
           break;
@@ -445,7 +455,7 @@ export class Decom {
         const why = e instanceof GswError ? e.errno : (e as Error).message;
         this.#opts.log(
           `logger not reachable at ${path} (${why}); buffering raw packets (up to ${
-            LOG_BUFFER >> 20
+            this.#logBuffer >> 20
           } MiB) until it starts`,
         );
         this.#loggerAbsentSaid = true;

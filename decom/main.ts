@@ -5,12 +5,13 @@ import { numberOption, parseCommand, runCommand, UsageError } from "../cli/args.
 import { loadCommandConfig, runService } from "../cli/service.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { openRunDir } from "../control/rundir.ts";
-import { Decom } from "./decom.ts";
+import { Decom, DEFAULT_LOG_BUFFER } from "./decom.ts";
 import { DEFAULT_RING_SIZE, MAX_RING_SIZE, MIN_RING_SIZE } from "../ffi/broadcast.ts";
 
 const spec = {
   name: "decom",
-  usage: "decom [--config FILE] [--source NAME] [--run-dir DIR] [--batch N] [--packet-ring KIB]",
+  usage:
+    "decom [--config FILE] [--source NAME] [--run-dir DIR] [--batch N] [--packet-ring KIB] [--log-buffer MIB]",
   help: `
 Receives the UDP telemetry of one data source, hands every datagram to the logger, and
 publishes each measurement to shared-memory channels that brokers attach to. Run one decom
@@ -27,6 +28,9 @@ options:
                     read, a power of two from 256 to 1048576 KiB (default 4096: ~4 s of
                     1 MB/s); a reader that falls further behind loses the oldest datagrams
                     (it is told how many; the logger is not affected)
+  --log-buffer MIB  memory for raw packets while the logger is away or slow, 1-2048 (default
+                    64: about 10 minutes of a 100 kB/s link); beyond it packets are dropped
+                    from the log (counted in <source>.drops; <source>.backlog_bytes shows it)
   -h, --help        this help
 
 examples:
@@ -39,6 +43,7 @@ examples:
     batch: { type: "string" },
     "health-interval": { type: "string" },
     "packet-ring": { type: "string" },
+    "log-buffer": { type: "string" },
   },
 } as const;
 
@@ -57,6 +62,11 @@ export function main(args: string[]): Promise<number> {
     if ((ringKib & (ringKib - 1)) !== 0) {
       throw new UsageError(`--packet-ring takes a power of two (KiB), not ${ringKib}`);
     }
+    const logMib = numberOption(values["log-buffer"], "log-buffer", {
+      integer: true,
+      min: 1,
+      max: 2048,
+    }) ?? DEFAULT_LOG_BUFFER >> 20;
     const config = await loadCommandConfig(values.config);
     const names = config.sources.map((s) => s.name);
     let source = config.sources[0];
@@ -85,6 +95,7 @@ export function main(args: string[]): Promise<number> {
         batch,
         healthInterval,
         ringSize: ringKib << 10,
+        logBuffer: logMib * 1024 * 1024,
         log,
       });
     });

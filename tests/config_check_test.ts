@@ -28,7 +28,7 @@ Deno.test("check-config: a valid config prints its summary and exits 0", async (
   assert.match(r.stdout, /^rocket: valid \(examples\/rocket\.yaml, sha256 [0-9a-f]{12}\)/);
   assert.match(r.stdout, /vehicle {2}bind 127\.0\.0\.1 {2}ports 45001, 45002, 45003, 45004/);
   assert.match(r.stdout, /GPS +port 45004 +id 1 +31 bytes +6 measurements +10 Hz/);
-  assert.match(r.stdout, /measurements: 34 \(\+11 link health\)/);
+  assert.match(r.stdout, /measurements: 34 \(\+12 link health\)/);
   assert.match(r.stdout, /warnings: none/);
   assert.ok(r.stdout.split("\n").length < 25, "fits on one screen");
 });

@@ -162,6 +162,7 @@ telemetry_packets:
     "radio.errors",
     "radio.drops",
     "radio.kernel_drops",
+    "radio.backlog_bytes",
     "radio.packet_rate",
     "radio.P.age",
     "umbilical.packets",
@@ -169,6 +170,7 @@ telemetry_packets:
     "umbilical.errors",
     "umbilical.drops",
     "umbilical.kernel_drops",
+    "umbilical.backlog_bytes",
     "umbilical.packet_rate",
     "umbilical.Q.age",
   ]);

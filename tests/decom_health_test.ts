@@ -17,6 +17,7 @@ Deno.test("decom counts, rejects and reports link health as measurements", async
     "vehicle.errors",
     "vehicle.drops",
     "vehicle.kernel_drops",
+    "vehicle.backlog_bytes",
     "vehicle.packet_rate",
     "vehicle.Nav.age",
     "vehicle.GPS.age",
@@ -52,6 +53,12 @@ Deno.test("decom counts, rejects and reports link health as measurements", async
   assertEquals(latest.get("vehicle.bytes"), BigInt(bytes));
   assertEquals(latest.get("vehicle.errors"), BigInt(total - nav.length));
   assertEquals(latest.get("vehicle.drops"), 0n, "no logger yet, but nothing dropped: buffered");
+  await eventually("the backlog to show the buffered packets", () => {
+    poll();
+    const held = latest.get("vehicle.backlog_bytes") as bigint | undefined;
+    return held !== undefined && held >= BigInt(bytes) ? held : undefined;
+  });
+  assert((latest.get("vehicle.backlog_bytes") as bigint) < 64n << 20n, "within the bound");
   assertEquals(latest.get("ALTITUDE"), 99, "the good packets were decoded");
   const age = latest.get("vehicle.Nav.age") as number;
   assert(age >= 0 && age < 5, `Nav age ${age} s`);

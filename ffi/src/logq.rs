@@ -49,6 +49,9 @@ pub const MAX_MESSAGE: usize = 128 * 1024;
 pub const SOCKET_BUFFER: u32 = 32 << 20;
 /// An open message this large is sent at once.
 pub const FLUSH_BYTES: usize = 64 * 1024;
+/// Memory a buffered message costs beside its bytes (its queue slot and the allocator's
+/// header), counted against the bound so that it bounds real memory.
+pub const PER_MESSAGE: usize = 64;
 
 /// Counters of a queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,7 +61,8 @@ pub struct QueueStats {
     /// Packets dropped because the kernel buffer and the queue's own buffer were both full
     /// (or no logger was connected and the buffer filled).
     pub dropped: u64,
-    /// Bytes waiting in the queue's own buffer (the open message and unsent ones).
+    /// Bytes the queue's own buffer holds in memory (the open message and unsent ones, as
+    /// allocated, with PER_MESSAGE each): what the `max_pending` bound counts.
     pub pending_bytes: u64,
     /// Packets waiting in the queue's own buffer.
     pub pending_packets: u64,
@@ -151,7 +155,7 @@ impl LogQueue {
     pub fn stats(&self) -> QueueStats {
         let mut s = self.stats;
         s.unsent_bytes = s.pending_bytes;
-        s.pending_bytes += self.open.len() as u64;
+        s.pending_bytes += self.open.capacity() as u64;
         s.pending_packets += self.open_count as u64;
         s
     }
@@ -185,10 +189,27 @@ impl LogQueue {
             {
                 dropped += self.close_open();
             }
+            // Grow the open message ourselves (doubling, at least a page's worth) so that what
+            // the bound counts is what is allocated; while it cannot go out, a record that
+            // would take the queue past its bound is dropped, and counted.
+            let need = self.open.len().max(MESSAGE_HEADER_LEN) + record;
+            if need > self.open.capacity() {
+                let cap = need
+                    .max(2 * self.open.capacity())
+                    .max(4096)
+                    .min(MAX_MESSAGE);
+                if !self.can_send_now()
+                    && self.stats.pending_bytes as usize + cap > self.max_pending
+                {
+                    self.stats.dropped += 1;
+                    dropped += 1;
+                    continue;
+                }
+                self.open.reserve_exact(cap - self.open.len());
+            }
             if self.open.is_empty() {
                 self.open_since_ns = sys::monotonic_ns();
                 let msg = &mut self.open;
-                msg.reserve(FLUSH_BYTES + record);
                 msg.extend_from_slice(&MAGIC.to_le_bytes());
                 msg.extend_from_slice(&VERSION.to_le_bytes());
                 msg.extend_from_slice(&0u16.to_le_bytes()); // count, filled in by enqueue
@@ -209,10 +230,20 @@ impl LogQueue {
             msg.resize(msg.len() + pad8(len) - len, 0);
             self.open_count += 1;
         }
-        if self.open.len() >= FLUSH_BYTES || self.open_age_ns() >= self.max_age_ns {
+        if self.open.len() >= FLUSH_BYTES
+            || (self.can_send_now() && self.open_age_ns() >= self.max_age_ns)
+        {
             dropped += self.close_open();
         }
         Ok(dropped)
+    }
+
+    /// Whether a message closed now could go straight to the kernel: connected, nothing older
+    /// waiting. Otherwise the open message keeps filling up to FLUSH_BYTES instead of being
+    /// closed for its age: it could not go out any sooner, and a long outage at a low packet
+    /// rate then buffers a few large messages instead of one small message per 10 ms.
+    fn can_send_now(&self) -> bool {
+        self.fd.is_some() && self.pending.is_empty()
     }
 
     fn open_age_ns(&self) -> u64 {
@@ -238,11 +269,13 @@ impl LogQueue {
     /// is due (None when there is none), for the caller's next wait.
     pub fn flush_due(&mut self) -> (u64, Option<u64>) {
         let mut dropped = 0;
-        if !self.open.is_empty() && self.open_age_ns() >= self.max_age_ns {
+        self.flush();
+        if !self.open.is_empty() && self.can_send_now() && self.open_age_ns() >= self.max_age_ns {
             dropped = self.close_open();
         }
-        self.flush();
-        let due = (!self.open.is_empty())
+        // No timer while the open message could not go out anyway (the socket's writability
+        // or the logger's return wakes the caller).
+        let due = (!self.open.is_empty() && self.can_send_now())
             .then(|| (self.max_age_ns.saturating_sub(self.open_age_ns())).div_ceil(1_000_000));
         (dropped, due)
     }
@@ -260,11 +293,17 @@ impl LogQueue {
             self.stats.sent += count as u64;
             return 0;
         }
-        if self.stats.pending_bytes as usize + msg.len() > self.max_pending {
+        // The open message was allocated for FLUSH_BYTES; one sent for its age may hold a few
+        // hundred bytes. Kept as it is, every buffered message would hold 64 KiB while the
+        // bound counted its length: at low packet rates the real memory reached many times
+        // the bound. Shrunk, the bound counts what is really allocated.
+        msg.shrink_to_fit();
+        let cost = msg.capacity() + PER_MESSAGE;
+        if self.stats.pending_bytes as usize + cost > self.max_pending {
             self.stats.dropped += count as u64;
             return count as u64;
         }
-        self.stats.pending_bytes += msg.len() as u64;
+        self.stats.pending_bytes += cost as u64;
         self.stats.pending_packets += count as u64;
         self.pending.push_back((msg, count));
         0
@@ -295,7 +334,7 @@ impl LogQueue {
                 break;
             }
             self.stats.sent += count as u64;
-            self.stats.pending_bytes -= msg.len() as u64;
+            self.stats.pending_bytes -= (msg.capacity() + PER_MESSAGE) as u64;
             self.stats.pending_packets -= count as u64;
         }
         self.stats.pending_bytes
@@ -355,15 +394,19 @@ mod tests {
             q.forward(&buf, 64, &meta_for(&[64]), 1, 1).unwrap();
         }
         assert_eq!(q.stats().pending_packets, 10);
+        // No logger: they wait in one open message, not one message per 10 ms.
+        assert!(q.pending.is_empty());
+        assert_eq!(q.flush_due().1, None, "no timer while nothing can go out");
         let (a, b) = sock::pair(Kind::SeqPacket).unwrap();
         q.fd = Some(a);
-        assert_eq!(q.flush(), 0);
+        assert_eq!(q.flush_due(), (0, None));
         let mut rx = vec![0u8; MAX_MESSAGE];
         let mut got = 0;
         while let Received::Message(_, _) = sock::recv(b.as_fd(), &mut rx).unwrap() {
+            assert_eq!(u16::from_le_bytes([rx[6], rx[7]]), 10);
             got += 1;
         }
-        assert_eq!(got, 10);
+        assert_eq!(got, 1);
         assert_eq!(q.stats().sent, 10);
     }
 
@@ -436,7 +479,7 @@ mod tests {
             assert_eq!(u16::from_le_bytes([rx[8], rx[9]]), 5);
             assert_eq!(rx[KIND_OFFSET], KIND_HELLO);
             assert_eq!(&rx[MESSAGE_HEADER_LEN..n], br#"{"source":"radio"}"#);
-            assert_eq!(q.flush(), 0);
+            q.flush_due();
             if round == 0 {
                 let Received::Message(_, _) = sock::recv(conn.as_fd(), &mut rx).unwrap() else {
                     panic!("the buffered records did not follow the hello")
@@ -452,13 +495,46 @@ mod tests {
 
     #[test]
     fn drops_and_counts_when_full() {
-        let mut q = LogQueue::new(0, 1000, 0);
+        let bound = 256 * 1024;
+        let mut q = LogQueue::new(0, bound, 0);
         let buf = vec![1u8; 400];
-        for _ in 0..5 {
+        for _ in 0..1000 {
             q.forward(&buf, 400, &meta_for(&[400]), 1, 1).unwrap();
         }
         let s = q.stats();
-        assert_eq!(s.pending_packets + s.dropped, 5);
-        assert!(s.dropped >= 3);
+        assert_eq!(s.pending_packets + s.dropped, 1000);
+        assert!(s.dropped > 0 && s.pending_packets > 400, "{s:?}");
+        assert!(s.pending_bytes as usize <= bound, "{s:?}");
+    }
+
+    /// The bound is real memory: records arriving one per 10 ms (each message closed for its
+    /// age would be one small message) with the logger away hold no more than the bound.
+    #[test]
+    fn a_long_outage_at_a_low_rate_stays_within_the_bound() {
+        let bound = 1 << 20;
+        let mut q = LogQueue::new(0, bound, 0);
+        let buf = vec![3u8; 64];
+        for _ in 0..100_000 {
+            q.forward(&buf, 64, &meta_for(&[64]), 1, 1).unwrap();
+            q.flush_due();
+        }
+        let s = q.stats();
+        let held: usize = q
+            .pending
+            .iter()
+            .map(|(m, _)| m.capacity() + PER_MESSAGE)
+            .sum::<usize>()
+            + q.open.capacity();
+        assert_eq!(
+            held as u64, s.pending_bytes,
+            "the bound counts what is allocated"
+        );
+        assert!(held <= bound, "{held} bytes held for a {bound}-byte bound");
+        assert_eq!(s.pending_packets + s.dropped, 100_000);
+        assert!(
+            q.pending.len() < 40,
+            "{} messages: they should be large",
+            q.pending.len()
+        );
     }
 }
