@@ -196,8 +196,8 @@ impl LogQueue {
             if need > self.open.capacity() {
                 let cap = need
                     .max(2 * self.open.capacity())
-                    .max(4096)
-                    .min(MAX_MESSAGE);
+                    .clamp(4096, MAX_MESSAGE)
+                    .max(need);
                 if !self.can_send_now()
                     && self.stats.pending_bytes as usize + cap > self.max_pending
                 {
