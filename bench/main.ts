@@ -231,6 +231,14 @@ const GROUPS: Group[] = [
     timeout: 200,
   },
   {
+    name: "soak",
+    what: "decom's RSS growth with no logger, then a logger, vs its backlog bound (2 x 120 s)",
+    commands: (q, _pin, work) => [
+      nativeCmd(["soak", ...gsw(work), ...(q ? ["--secs", "10"] : [])]),
+    ],
+    timeout: 400,
+  },
+  {
     name: "rss",
     what: "resident memory of decom + broker + logger, 300 measurements, 64 subscribers",
     commands: (q, _pin, work) => [nativeCmd(["rss", ...gsw(work), ...(q ? ["--secs", "1"] : [])])],
@@ -261,6 +269,7 @@ const TARGETS: Record<string, { op: "<=" | ">=" | "<"; bound: number }> = {
   fanout_decom_cost_ratio_64: { op: "<=", bound: 1.05 },
   broker_ns_per_subscriber_update: { op: "<=", bound: 300 },
   pipeline_rss_mb: { op: "<=", bound: 200 },
+  soak_rss_growth_no_logger_ratio: { op: "<=", bound: 1 },
 };
 
 /** The table on stderr is short: medians, per-call costs, rates, ratios (all lines go to stdout). */
@@ -295,6 +304,7 @@ const REQUIRED: Record<string, string[]> = {
   "direct-fanout": ["bfanout_writer_cost_ratio_4", "bfanout_writer_cost_ratio_64"],
   fanout: ["fanout_decom_cost_ratio_64", "broker_ns_per_subscriber_update"],
   rss: ["pipeline_rss_mb"],
+  soak: ["soak_rss_growth_no_logger_mb", "soak_rss_growth_logger_mb"],
 };
 
 function meets(value: number, t: { op: string; bound: number }): boolean {

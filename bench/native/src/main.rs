@@ -3,7 +3,7 @@
 
 use gsw_bench_native::cli::Args;
 use gsw_bench_native::cmd::{
-    baseline, bfanout, cacheline, chain, channel, deno, eventfd_pingpong, pipeline, udp,
+    baseline, bfanout, cacheline, chain, channel, deno, eventfd_pingpong, pipeline, soak, udp,
 };
 use gsw_bench_native::machine::Machine;
 use gsw_bench_native::proc::Watchdog;
@@ -40,6 +40,7 @@ Subcommands:
   fanout              decom's CPU per datagram with 64 subscribers vs none; broker CPU per copy
   rss                 resident memory of decom + broker + logger, 300 measurements, 64 subscribers
   broadcast-fanout    what N direct readers sleeping on a broadcast segment cost its writer
+  soak                decom's RSS over minutes with no logger, then a logger, vs its backlog bound
 
 Examples:
   gsw-bench-native all 2>/dev/null > results.jsonl
@@ -60,6 +61,7 @@ fn help_for(sub: &str) -> Option<&'static str> {
         "idle" => deno::HELP_IDLE,
         "chain" => chain::HELP,
         "broadcast-fanout" => bfanout::HELP,
+        "soak" => return Some(leak(soak::HELP)),
         "ingest" => return Some(leak(pipeline::HELP_INGEST)),
         "e2e" => return Some(leak(pipeline::HELP_E2E)),
         "fanout" => return Some(leak(pipeline::HELP_FANOUT)),
@@ -118,6 +120,10 @@ fn bench(sub: &str, a: &mut Args) -> Result<Box<dyn FnOnce() -> std::io::Result<
         "idle" => {
             let o = usage(deno::IdleCmd::from_args(a))?;
             Box::new(move || guarded("idle", o.common.timeout, || deno::run_idle(&o)))
+        }
+        "soak" => {
+            let o = usage(soak::Options::from_args(a))?;
+            Box::new(move || guarded("soak", o.watchdog(), || soak::run(&o)))
         }
         "broadcast-fanout" => {
             let o = usage(bfanout::Options::from_args(a))?;

@@ -9,6 +9,7 @@ pub mod channel;
 pub mod deno;
 pub mod eventfd_pingpong;
 pub mod pipeline;
+pub mod soak;
 pub mod udp;
 
 use crate::cli::Args;

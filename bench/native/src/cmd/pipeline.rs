@@ -108,7 +108,7 @@ pub const HELP_GSW: &str = "\
   --work-dir DIR  where to make the pipeline's private directory (default: the system's
                   temporary directory); removed at the end";
 
-fn gsw_options(a: &mut Args) -> Result<GswOptions, String> {
+pub(crate) fn gsw_options(a: &mut Args) -> Result<GswOptions, String> {
     let root: String = a.get("--root", ".".to_string())?;
     let root = std::fs::canonicalize(&root).map_err(|e| format!("--root {root}: {e}"))?;
     if !root.join("main.ts").exists() {
@@ -129,7 +129,7 @@ fn gsw_options(a: &mut Args) -> Result<GswOptions, String> {
 }
 
 /// How long gsw's processes may take to start (Deno start-up, config, attach).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// CPU time (ns) of several processes, read together.
 fn cpus(pids: &[libc::pid_t]) -> io::Result<Vec<u64>> {
@@ -141,7 +141,7 @@ fn summary_line<'a>(output: &'a str, word: &str) -> Option<&'a str> {
     output.lines().rev().find(|l| l.contains(word))
 }
 
-fn round3(v: f64) -> f64 {
+pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
