@@ -152,9 +152,13 @@ impl Pipeline {
         let out = self.dir.join(format!("{command}.{}.out", self.procs.len()));
         let file = fs::File::create(&out)?;
         let mut c = Command::new(&self.opts.deno);
-        c.current_dir(&self.opts.root).args([
-            "run".to_string(),
-            "--no-prompt".to_string(),
+        c.current_dir(&self.opts.root)
+            .args(["run".to_string(), "--no-prompt".to_string()]);
+        if command == "decom" || command == "broker" {
+            // As their deno.json tasks (and `start`) run them.
+            c.arg("--v8-flags=--max-semi-space-size=1,--single-threaded");
+        }
+        c.args([
             format!("--allow-ffi={}", lib.display()),
             "--allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR".to_string(),
             "--ignore-env=LOG_TOKENS,LOG_STREAM".to_string(),
