@@ -15,7 +15,7 @@ import { jsonLine, type Metric, table } from "./lib/report.ts";
 import { BENCH_LIBRARY_FILE, releasePath } from "./lib/native.ts";
 
 const usage = () =>
-  `deno task bench [--only GROUPS] [--quick] [--no-pin] [--help]
+  `deno task bench [--only GROUPS] [--quick] [--no-pin] [--peer-rit DIR] [--help]
 
 Runs gsw's benchmarks (foundation and pipeline) and prints one JSON line per metric on stdout
 ({"bench","metric","value","unit","reference","ratio"}) and a table with the targets on stderr.
@@ -23,6 +23,8 @@ Runs gsw's benchmarks (foundation and pipeline) and prints one JSON line per met
   --only GROUPS  comma-separated subset of: ${GROUPS.map((g) => g.name).join(", ")}
   --quick        a fast smoke run (fewer samples, 2 s idle test): figures are indicative only
   --no-pin       do not pin the two sides of a benchmark to different CPUs
+  --peer-rit DIR run the peer-rit group against the Go ground software prepared in DIR
+                 (bench/peer-rit/setup.sh DIR; without it the group is skipped)
   --help         this text
 
 Needs a release build first: cargo build --release  (target/release/libgsw.so,
@@ -61,6 +63,9 @@ function withTaskset(pin: string[], cmd: [string, string[]]): [string, string[]]
   if (pin.length > 0 || !taskset || allowedCpus < 1) return [cmd];
   return [[taskset, ["-c", String(allowedCpus - 1), cmd[0], ...cmd[1]]]];
 }
+
+/** The Go ground software prepared for the peer-rit group (`--peer-rit DIR`). */
+let peerRitDir: string | undefined;
 
 /** CPUs this process may use, from the machine line (0: unknown). */
 let allowedCpus = 0;
@@ -231,6 +236,22 @@ const GROUPS: Group[] = [
     timeout: 200,
   },
   {
+    name: "peer-rit",
+    what: "gsw vs the Go ground software on its own benchmark packet and writer, interleaved",
+    commands: (q) =>
+      peerRitDir === undefined ? [] : [[deno, [
+        "run",
+        "--allow-all",
+        "--no-lock",
+        `${ROOT}/bench/peer_rit.ts`,
+        "--rit-dir",
+        peerRitDir,
+        "--rounds",
+        q ? "1" : "5",
+      ]]],
+    timeout: 900,
+  },
+  {
     name: "soak",
     what: "decom's RSS growth with no logger, then a logger, vs its backlog bound (2 x 120 s)",
     commands: (q, _pin, work) => [
@@ -270,6 +291,9 @@ const TARGETS: Record<string, { op: "<=" | ">=" | "<"; bound: number }> = {
   broker_ns_per_subscriber_update: { op: "<=", bound: 300 },
   pipeline_rss_mb: { op: "<=", bound: 200 },
   soak_rss_growth_no_logger_ratio: { op: "<=", bound: 1 },
+  peer_rit_p50_ratio: { op: "<=", bound: 0.8 },
+  peer_rit_p99_ratio: { op: "<=", bound: 1 },
+  peer_rit_lost_pct_diff: { op: "<=", bound: 0 },
 };
 
 /** The table on stderr is short: medians, per-call costs, rates, ratios (all lines go to stdout). */
@@ -305,6 +329,12 @@ const REQUIRED: Record<string, string[]> = {
   fanout: ["fanout_decom_cost_ratio_64", "broker_ns_per_subscriber_update"],
   rss: ["pipeline_rss_mb"],
   soak: ["soak_rss_growth_no_logger_mb", "soak_rss_growth_logger_mb"],
+  "peer-rit": [
+    "peer_rit_p50_ratio",
+    "peer_rit_p99_ratio",
+    "peer_rit_pss_ratio",
+    "peer_rit_lost_pct_diff",
+  ],
 };
 
 function meets(value: number, t: { op: string; bound: number }): boolean {
@@ -322,6 +352,9 @@ function parseArgs(argv: string[]): { only: Group[]; quick: boolean; pin: string
       Deno.exit(0);
     } else if (a === "--quick") {
       quick = true;
+    } else if (a === "--peer-rit" || a.startsWith("--peer-rit=")) {
+      peerRitDir = a.includes("=") ? a.slice(11) : argv[++i];
+      if (!peerRitDir) usageError("--peer-rit needs the directory of the Go ground software");
     } else if (a === "--no-pin") {
       pin = ["--no-pin"];
     } else if (a === "--only" || a.startsWith("--only=")) {
@@ -464,10 +497,17 @@ async function runGroups(
   const failed: string[] = [];
   for (const g of only) {
     const t0 = performance.now();
+    const commands = g.commands(quick, pin, work);
+    if (commands.length === 0) {
+      console.error(
+        `bench: ${g.name} skipped: no --peer-rit DIR given (see bench/peer-rit/README.md)`,
+      );
+      continue;
+    }
     console.error(`bench: ${g.name}: ${g.what} …`);
     const got: Metric[] = [];
     try {
-      for (const [exe, args] of g.commands(quick, pin, work)) {
+      for (const [exe, args] of commands) {
         for (const line of await runCommand(exe, args, g.timeout)) {
           const m = parseMetric(line);
           if (m === null) continue;
