@@ -330,6 +330,44 @@ pub fn cpu_ns(pid: libc::pid_t) -> io::Result<u64> {
     Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
+/// What the scheduler did with a process's main thread (the one running gsw's loop), from
+/// `/proc/<pid>/task/<pid>/schedstat` and `…/status`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sched {
+    /// Time on a CPU, ns.
+    pub run_ns: u64,
+    /// Time runnable but waiting for a CPU (the run queue), ns.
+    pub wait_ns: u64,
+    /// Switches because it blocked (waited for something).
+    pub voluntary: u64,
+    /// Switches because the scheduler took the CPU from it.
+    pub involuntary: u64,
+}
+
+/// The scheduler's counters for `pid`'s main thread.
+pub fn sched(pid: libc::pid_t) -> io::Result<Sched> {
+    let dir = format!("/proc/{pid}/task/{pid}");
+    let stat = fs::read_to_string(format!("{dir}/schedstat"))?;
+    let mut f = stat
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    let (run_ns, wait_ns) = (f.next().unwrap_or(0), f.next().unwrap_or(0));
+    let status = fs::read_to_string(format!("{dir}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(Sched {
+        run_ns,
+        wait_ns,
+        voluntary: field("voluntary_ctxt_switches:"),
+        involuntary: field("nonvoluntary_ctxt_switches:"),
+    })
+}
+
 /// Resident memory of a process, from `/proc/<pid>/status`, in KiB.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Memory {

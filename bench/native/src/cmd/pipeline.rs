@@ -23,7 +23,7 @@ use crate::clock::{now_ns, Deadline};
 use crate::gsw_channel::{io_err, pair};
 use crate::pipeline::{
     config_text, cpu_ns, free_udp_ports, keys_of_packet, memory, number_before,
-    packet_measurements, tail, udp_sender, GswOptions, Memory, Pipeline,
+    packet_measurements, sched, tail, udp_sender, GswOptions, Memory, Pipeline,
 };
 use crate::proc::{fork_child, spawn_command, Child};
 use crate::report::Report;
@@ -1165,6 +1165,10 @@ pub fn run_fanout(o: &FanoutOptions) -> io::Result<Report> {
     let mut dcpu = [0u64; 2];
     let mut bcpu = [0u64; 2];
     let mut wall = [0u64; 2];
+    // decom's main thread per phase kind: run-queue wait ns, voluntary and involuntary switches.
+    let mut dwait = [0u64; 2];
+    let mut dvol = [0u64; 2];
+    let mut dinvol = [0u64; 2];
     let (mut taken, mut wakes) = (0u64, 0u64);
     let mut sent_total = fp.warm_up(o)?;
     for round in 0..o.rounds {
@@ -1178,11 +1182,14 @@ pub fn run_fanout(o: &FanoutOptions) -> io::Result<Report> {
             };
             // Let the broker finish routing the new subscribers (or noticing the old ones left).
             std::thread::sleep(Duration::from_millis(300));
-            let (t0, c0) = (now_ns(), cpus(&pids)?);
+            let (t0, c0, s0) = (now_ns(), cpus(&pids)?, sched(pids[0])?);
             let (k0, w0) = (page_sum(&page, n, FS_TAKEN), page_sum(&page, n, FS_WAKES));
             let sent = fp.send(o)?;
             std::thread::sleep(Duration::from_millis(100));
-            let (t1, c1) = (now_ns(), cpus(&pids)?);
+            let (t1, c1, s1) = (now_ns(), cpus(&pids)?, sched(pids[0])?);
+            dwait[kind] += s1.wait_ns - s0.wait_ns;
+            dvol[kind] += s1.voluntary - s0.voluntary;
+            dinvol[kind] += s1.involuntary - s0.involuntary;
             if kind == 1 {
                 taken += page_sum(&page, n, FS_TAKEN) - k0;
                 wakes += page_sum(&page, n, FS_WAKES) - w0;
@@ -1305,6 +1312,33 @@ pub fn run_fanout(o: &FanoutOptions) -> io::Result<Report> {
         "fanout_lost_datagrams",
         sent_total.saturating_sub(counted) as f64,
         "count",
+    );
+    // Why decom's cost moved, if it did: waiting for a CPU the subscribers also want (run-queue
+    // wait, involuntary switches) is sharing 2 vCPUs; more voluntary switches per datagram would
+    // mean it waited for something, which it never may.
+    r.push_ref(
+        &format!("decom_runqueue_wait_us_per_datagram_{n}_subscribers"),
+        round3(per(dwait[1], dg[1]) / 1000.0),
+        "us",
+        Some(round3(per(dwait[0], dg[0]) / 1000.0)),
+    );
+    r.push_ref(
+        &format!("decom_runqueue_wait_percent_{n}_subscribers"),
+        round3(100.0 * dwait[1] as f64 / wall[1].max(1) as f64),
+        "%",
+        Some(round3(100.0 * dwait[0] as f64 / wall[0].max(1) as f64)),
+    );
+    r.push_ref(
+        &format!("decom_involuntary_switches_per_s_{n}_subscribers"),
+        (dinvol[1] as f64 * 1e9 / wall[1].max(1) as f64).round(),
+        "1/s",
+        Some((dinvol[0] as f64 * 1e9 / wall[0].max(1) as f64).round()),
+    );
+    r.push_ref(
+        &format!("decom_voluntary_switches_per_datagram_{n}_subscribers"),
+        round3(per(dvol[1], dg[1])),
+        "count",
+        Some(round3(per(dvol[0], dg[0]))),
     );
     r.push("fanout_rate_pps", o.rate as f64, "packets/s");
     r.push("fanout_subscribers", n as f64, "count");
