@@ -41,6 +41,10 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<CommandModul
     about: "send simulated telemetry for every packet type of a config",
     load: () => import("./sim/main.ts"),
   },
+  "dashboard": {
+    about: "serve the web dashboard: live values and plots of every sample",
+    load: () => import("./dashboard/main.ts"),
+  },
   "check-config": {
     about: "validate a vehicle config and summarise it",
     load: () => import("./config/check.ts"),
