@@ -7,6 +7,7 @@ import { parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts"
 import { loadCommandConfig } from "../cli/service.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { openRunDir } from "../control/rundir.ts";
+import { dieWithParent } from "../ffi/mod.ts";
 
 const spec = {
   name: "dashboard",
@@ -43,6 +44,8 @@ examples:
     token: { type: "string" },
     layouts: { type: "string" },
     "run-dir": { type: "string" },
+    // Internal: the launcher's pid, so the server it started stops with it.
+    parent: { type: "string" },
   },
 } as const;
 
@@ -91,7 +94,7 @@ export function servePermissions(
   layoutsDir: string,
   listen: { host: string; port: number; explicitPort: boolean },
 ): string[] {
-  const net = listen.explicitPort ? `${hostForUrl(listen.host)}:${listen.port}` : listen.host;
+  const net = netGrant(listen);
   return [
     `--allow-ffi=${LIBRARY}`,
     "--allow-env=GSW_RUN_DIR,XDG_RUNTIME_DIR",
@@ -100,6 +103,13 @@ export function servePermissions(
     `--allow-net=${net}`,
     "--allow-sys=networkInterfaces",
   ];
+}
+
+/** What `--allow-net` grants the server: the listen address, or its host when the port may move. */
+function netGrant(listen: { host: string; port: number; explicitPort: boolean }): string {
+  return listen.explicitPort
+    ? `${hostForUrl(listen.host)}:${listen.port}`
+    : hostForUrl(listen.host);
 }
 
 function hostForUrl(host: string): string {
@@ -115,8 +125,7 @@ export function main(args: string[]): Promise<number> {
     const configPath = Deno.realPathSync(config.file);
     const layoutsDir = values.layouts ??
       `${configPath.slice(0, configPath.lastIndexOf("/"))}/layouts`;
-    const net = { name: "net", host: hostForUrl(listen.host) } as const;
-    if (Deno.permissions.querySync(net).state !== "granted") {
+    if (Deno.permissions.querySync({ name: "net", host: netGrant(listen) }).state !== "granted") {
       // Run by hand (`deno task dashboard`): again, with the network for this host only.
       return await relaunch(args, servePermissions(configPath, layoutsDir, listen));
     }
@@ -125,6 +134,7 @@ export function main(args: string[]): Promise<number> {
       throw new UsageError("--token takes 8 to 200 printable characters, no spaces");
     }
     if (!isLoopback(listen.host)) token ??= newToken();
+    if (values.parent !== undefined && !dieWithParent(Number(values.parent))) return 1;
     const { DashboardServer } = await import("./server.ts");
     const log = (line: string) => console.error(`dashboard: ${line}`);
     const server = new DashboardServer({
@@ -206,7 +216,7 @@ async function relaunch(args: string[], permissions: string[]): Promise<number> 
   try {
     // "deno" from PATH, which --allow-run=deno permits (Deno.execPath() is the resolved path).
     child = new Deno.Command("deno", {
-      args: ["run", ...permissions, MAIN, "dashboard", ...args],
+      args: ["run", ...permissions, MAIN, "dashboard", ...args, "--parent", String(Deno.pid)],
       stdin: "inherit",
       stdout: "inherit",
       stderr: "inherit",

@@ -200,7 +200,8 @@ export class DashboardServer {
     if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return new Response("expected a WebSocket", { status: 400 });
     }
-    const { socket, response } = Deno.upgradeWebSocket(req);
+    // A browser answers pings by itself; a connection that does not for a minute is dead.
+    const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 60 });
     socket.binaryType = "arraybuffer";
     const c: Client = {
       id: this.#nextId++,

@@ -267,6 +267,14 @@ export function dupFd(fd: number): number {
   return check(native().gsw_dup(fd), `dup(${fd})`);
 }
 
+/**
+ * Has this process receive SIGTERM when its parent (pid `parent`) exits, so a process another
+ * one started never outlives it. Returns false if the parent is already gone.
+ */
+export function dieWithParent(parent: number): boolean {
+  return check(native().gsw_die_with_parent(parent, 15), "PR_SET_PDEATHSIG") === 0;
+}
+
 /** A pidfd for process `pid`: readable (in a waitset) once the process exits. */
 export function pidfdOpen(pid: number): OwnedFd {
   return new OwnedFd(check(native().gsw_pidfd_open(pid), `pidfd_open(${pid})`), "pidfd");

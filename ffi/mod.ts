@@ -27,6 +27,7 @@ export {
   BroadcastReader,
   BroadcastWriter,
   DEFAULT_RING_SIZE,
+  dieWithParent,
   dupFd,
   MAX_RING_SIZE,
   MIN_RING_SIZE,

@@ -231,6 +231,8 @@ export const symbols = {
   gsw_eventfd_signal: { parameters: ["i32"], result: "i32" },
   // int gsw_dup(int fd)
   gsw_dup: { parameters: ["i32"], result: "i32" },
+  // int32_t gsw_die_with_parent(int32_t parent, int32_t signal)
+  gsw_die_with_parent: { parameters: ["i32", "i32"], result: "i32" },
   // int32_t gsw_extractor_publish_value(Extractor *e, uint32_t measurement,
   //                                     const uint8_t *data, uint32_t len, uint64_t ts_ns)
   gsw_extractor_publish_value: {

@@ -10,16 +10,17 @@ import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { brokerSocket, decomSocket, loggerSocket, openRunDir } from "../control/rundir.ts";
 import { UnixConnection, unlinkPath } from "../ffi/mod.ts";
 import { type ChildSpec, type LogLine, Supervisor } from "./supervisor.ts";
+import { parseListen, servePermissions } from "../dashboard/main.ts";
 import type { LiveView } from "./view.ts";
 
 const spec = {
   name: "start",
   usage: "start [--config FILE] [--duration S] [--run-dir DIR] [--log-dir DIR] [--no-sim] " +
-    "[--no-logger] [--no-view]",
+    "[--no-logger] [--no-view] [--no-dashboard] [--dashboard-listen HOST:PORT]",
   help: `
 Runs the whole pipeline: the simulator (standing in for the vehicle), the logger, one decom
-per data source, the broker, and a live view of every measurement (value, unit, update
-rate, age; stale values and limit violations stand out). Builds the native library first
+per data source, the broker, the web dashboard (its URL is printed), and a live view of every
+measurement (value, unit, update rate, age; stale values and limit violations stand out). Builds the native library first
 when it is missing or its Rust sources changed (cargo). Ctrl-C (or --duration) stops every process it started and removes their
 sockets.
 
@@ -34,6 +35,10 @@ options:
   --no-sim         do not start the simulator (a real vehicle sends the packets)
   --no-logger      do not start the logger
   --no-view        no live view: print the processes' messages instead
+  --no-dashboard   do not start the web dashboard
+  --dashboard-listen HOST:PORT
+                   where the dashboard serves (default 127.0.0.1:8080, or the next free
+                   port); 0.0.0.0:PORT serves the field network, with an access token
   -h, --help       this help
 
 examples:
@@ -47,6 +52,8 @@ examples:
     "no-sim": { type: "boolean" },
     "no-logger": { type: "boolean" },
     "no-view": { type: "boolean" },
+    "no-dashboard": { type: "boolean" },
+    "dashboard-listen": { type: "string" },
   },
 } as const;
 
@@ -212,6 +219,22 @@ export function main(args: string[]): Promise<number> {
       socket: brokerSocket(runDir),
       args: ["run", v8, ffi, env, quiet, read, MAIN, "broker", "--config", configPath],
     });
+    if (!values["no-dashboard"]) {
+      const listen = parseListen(values["dashboard-listen"]);
+      const layouts = `${configPath.slice(0, configPath.lastIndexOf("/"))}/layouts`;
+      children.push({
+        name: "dashboard",
+        args: [
+          "run",
+          ...servePermissions(configPath, layouts, listen),
+          MAIN,
+          "dashboard",
+          "--config",
+          configPath,
+          ...(values["dashboard-listen"] ? ["--listen", values["dashboard-listen"]] : []),
+        ],
+      });
+    }
     if (!values["no-sim"]) {
       const hosts = [
         ...new Set(config.sources.map((s) => s.bind === "0.0.0.0" ? "127.0.0.1" : s.bind)),

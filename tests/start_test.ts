@@ -4,7 +4,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { UnixConnection } from "../ffi/mod.ts";
-import { eventually, Pipeline, REPO, taskArgs } from "./helpers/pipeline.ts";
+import { eventually, freeTcpPort, Pipeline, REPO, taskArgs } from "./helpers/pipeline.ts";
 
 function shm(): string[] {
   try {
@@ -51,6 +51,9 @@ async function runStart(
       "--duration",
       String(duration),
       "--no-view",
+      // Not 8080: tests run side by side.
+      "--dashboard-listen",
+      `127.0.0.1:${freeTcpPort()}`,
     ],
     cwd: REPO,
     env,
@@ -67,9 +70,10 @@ Deno.test("start runs sim → decom → broker (+ logger) and stops cleanly afte
   const { code, text } = await runStart(p, p.runDir, 4);
   assertEquals(code, 0, text);
   // Every part ran and was stopped by start.
-  for (const part of ["decom[vehicle]", "broker", "sim", "logger"]) {
+  for (const part of ["decom[vehicle]", "broker", "sim", "logger", "dashboard"]) {
     assert(text.includes(`${part}:`), `${part} ran:\n${text}`);
   }
+  assert(/dashboard: open http:\/\/127\.0\.0\.1:\d+\/ in a browser/.test(text), text);
   assert(/decom\[vehicle\]: SIGTERM: stopping\. [1-9]\d* datagrams/.test(text), text);
   assert(/broker: attached to decom/.test(text), text);
   assert(text.includes("start: stopped"), text);

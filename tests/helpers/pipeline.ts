@@ -36,7 +36,8 @@ export type GswTask =
   | "replay"
   | "export"
   | "sim"
-  | "check-config";
+  | "check-config"
+  | "dashboard";
 
 /**
  * The `deno run` arguments of a deno.json task, read from deno.json and run from REPO as the
@@ -424,6 +425,14 @@ export class Pipeline implements AsyncDisposable {
   }
 }
 
+/** A TCP port on 127.0.0.1 that is free now (bound and released to check). */
+export function freeTcpPort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
 /** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
 export async function eventually<T>(
   what: string,
@@ -438,5 +447,22 @@ export async function eventually<T>(
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     }
     await sleep(10);
+  }
+}
+
+/** `eventually` for a check that has to wait (a browser, a request). */
+export async function eventuallyAsync<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 10000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await sleep(50);
   }
 }

@@ -399,6 +399,21 @@ pub extern "C" fn gsw_dup(fd: RawFd) -> RawFd {
     }) as i32
 }
 
+/// Asks the kernel to send this process `signal` when its parent exits (PR_SET_PDEATHSIG), so
+/// a process started by another gsw process never outlives it. Returns 1 if the parent (whose
+/// pid was `parent`) is already gone, else 0.
+#[no_mangle]
+pub extern "C" fn gsw_die_with_parent(parent: i32, signal: i32) -> i32 {
+    boundary(|| {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a per-process flag.
+        let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+        sys::check(ret, "prctl(PR_SET_PDEATHSIG) failed")?;
+        // The parent may have died before the flag was set: then nobody would signal us.
+        // SAFETY: getppid has no preconditions.
+        Ok((unsafe { libc::getppid() } != parent) as i64)
+    }) as i32
+}
+
 /// A pidfd for process `pid` (readable once it exits), close-on-exec.
 #[no_mangle]
 pub extern "C" fn gsw_pidfd_open(pid: i32) -> RawFd {
