@@ -3,7 +3,7 @@
  * with a fresh profile each time, its network requests recorded, and everything removed on
  * close.
  */
-import puppeteer, { type Browser, type Page } from "npm:puppeteer-core@25";
+import puppeteer, { type Browser, type Page } from "puppeteer-core";
 
 export const CHROMIUM = "/usr/bin/chromium";
 
