@@ -1,12 +1,7 @@
 /** The vehicle config: loading and validating YAML, the compiled model, and value codecs. */
 export * from "./types.ts";
-export {
-  DEFAULT_CONFIG_PATH,
-  DEFAULT_SOURCE,
-  loadConfig,
-  MAX_DATAGRAM,
-  parseConfig,
-} from "./load.ts";
+export { DEFAULT_CONFIG_PATH, loadConfig, parseConfig } from "./load.ts";
+export { DEFAULT_SOURCE, MAX_DATAGRAM } from "./defs.ts";
 export { findMeasurement, suggestMeasurement } from "./find.ts";
 export {
   convert,

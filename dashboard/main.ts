@@ -4,10 +4,10 @@
  * restarts itself with exactly the permissions it needs (network for the listen address only).
  */
 import { parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
+import { followParent, PARENT_OPTION, relaunch } from "../cli/relaunch.ts";
 import { loadCommandConfig } from "../cli/service.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { openRunDir } from "../control/rundir.ts";
-import { dieWithParent } from "../ffi/mod.ts";
 
 const spec = {
   name: "dashboard",
@@ -45,7 +45,7 @@ examples:
     layouts: { type: "string" },
     "run-dir": { type: "string" },
     // Internal: the launcher's pid, so the server it started stops with it.
-    parent: { type: "string" },
+    ...PARENT_OPTION,
   },
 } as const;
 
@@ -55,7 +55,6 @@ export const DEFAULT_PORT = 8080;
 const PORT_TRIES = 20;
 
 const STATIC_DIR = decodeURIComponent(new URL("./static", import.meta.url).pathname);
-const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
 const LIBRARY = decodeURIComponent(
   new URL("../target/release/libgsw.so", import.meta.url).pathname,
 );
@@ -127,14 +126,19 @@ export function main(args: string[]): Promise<number> {
       `${configPath.slice(0, configPath.lastIndexOf("/"))}/layouts`;
     if (Deno.permissions.querySync({ name: "net", host: netGrant(listen) }).state !== "granted") {
       // Run by hand (`deno task dashboard`): again, with the network for this host only.
-      return await relaunch(args, servePermissions(configPath, layoutsDir, listen));
+      return await relaunch(
+        "dashboard",
+        args,
+        servePermissions(configPath, layoutsDir, listen),
+        "network access for its listen address",
+      );
     }
     let token: string | undefined = values.token;
     if (token !== undefined && !/^[\x21-\x7e]{8,200}$/.test(token)) {
       throw new UsageError("--token takes 8 to 200 printable characters, no spaces");
     }
     if (!isLoopback(listen.host)) token ??= newToken();
-    if (values.parent !== undefined && !dieWithParent(Number(values.parent))) return 1;
+    if (!followParent(values.parent)) return 1;
     const { DashboardServer } = await import("./server.ts");
     const log = (line: string) => console.error(`dashboard: ${line}`);
     const server = new DashboardServer({
@@ -208,33 +212,4 @@ function addresses(host: string): string[] {
   } catch {
     return ["<this machine's address>"];
   }
-}
-
-/** Runs this command again with `permissions`, forwarding signals; its exit code is ours. */
-async function relaunch(args: string[], permissions: string[]): Promise<number> {
-  let child: Deno.ChildProcess;
-  try {
-    // "deno" from PATH, which --allow-run=deno permits (Deno.execPath() is the resolved path).
-    child = new Deno.Command("deno", {
-      args: ["run", ...permissions, MAIN, "dashboard", ...args, "--parent", String(Deno.pid)],
-      stdin: "inherit",
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
-  } catch (e) {
-    if (e instanceof Deno.errors.NotCapable) {
-      throw new UserError(
-        "the dashboard needs network access for its listen address: run it with `deno task dashboard`",
-      );
-    }
-    throw e;
-  }
-  for (const s of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    Deno.addSignalListener(s, () => {
-      try {
-        child.kill(s);
-      } catch { /* already gone */ }
-    });
-  }
-  return (await child.status).code;
 }

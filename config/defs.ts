@@ -1,0 +1,130 @@
+/**
+ * What the config sections share: the keys each may hold, the name rules, and the definitions
+ * read from the file before they are compiled into the model (`types.ts`).
+ */
+import type {
+  Conversion,
+  Endianness,
+  HealthKind,
+  Limits,
+  MeasurementType,
+  PacketId,
+} from "./types.ts";
+import type { Pos } from "./yaml_reader.ts";
+
+/** Largest UDP payload over IPv4: no packet can be bigger. */
+export const MAX_DATAGRAM = 65507;
+
+export const TOP_KEYS = ["name", "description", "measurements", "telemetry_packets", "sources"];
+export const MEASUREMENT_KEYS = [
+  "name",
+  "description",
+  "type",
+  "size",
+  "endianness",
+  "unsigned",
+  "bits",
+  "enum",
+  "scaling",
+  "offset",
+  "polynomial",
+  "unit",
+  "limits",
+  "rate_hz",
+];
+export const BITS_KEYS = ["offset", "width"];
+export const LIMIT_KEYS = ["warn_low", "warn_high", "alarm_low", "alarm_high"];
+export const PACKET_KEYS = [
+  "name",
+  "description",
+  "port",
+  "source",
+  "size",
+  "id",
+  "rate_hz",
+  "measurements",
+];
+export const FIELD_KEYS = ["measurement", "offset", "padding"];
+export const ID_KEYS = ["offset", "size", "endianness", "value"];
+export const SOURCE_KEYS = ["name", "description", "bind", "multicast"];
+export const TYPES: readonly MeasurementType[] = [
+  "int",
+  "uint",
+  "float",
+  "bool",
+  "string",
+  "bytes",
+];
+export const ENDIANNESS: readonly Endianness[] = ["big", "little"];
+export const HEALTH_COUNTERS: readonly HealthKind[] = [
+  "packets",
+  "bytes",
+  "errors",
+  "drops",
+  "kernel_drops",
+  "backlog_bytes",
+];
+
+/** Measurement keys and names: what users type in `subscribe`, so no spaces or quotes. */
+export const MEASUREMENT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:-]*$/;
+/** Packet and source names: no dots, because health measurements are named `source.packet.age`. */
+export const PLAIN_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+/** The name of the source holding every packet when a config has no `sources:` list. */
+export const DEFAULT_SOURCE = "default";
+
+/** A measurement as read from the file, before it has an index. */
+export interface MeasurementDef {
+  key: string;
+  name: string;
+  label: string;
+  pos: Pos;
+  namePos: Pos;
+  type?: MeasurementType;
+  /** Undefined when missing or invalid: the measurement cannot be laid out in a packet. */
+  size?: number;
+  endianness: Endianness;
+  bits?: { offset: number; width: number };
+  enum?: Record<string, string>;
+  conversion?: Conversion;
+  unit?: string;
+  limits?: Limits;
+  rateHz?: number;
+  description?: string;
+  /** A size that cannot hold the type: an error if a packet uses it, else a warning. */
+  sizeProblem?: { pos: Pos; message: string };
+  /** Indices of the packets using it. */
+  packets: number[];
+}
+
+export interface FieldDef {
+  def: MeasurementDef;
+  offset: number;
+  pos: Pos;
+}
+
+export interface PacketDef {
+  index: number;
+  name: string;
+  pos: Pos;
+  port?: number;
+  portPos: Pos;
+  source?: string;
+  sourcePos: Pos;
+  declaredSize?: { size: number; pos: Pos };
+  id?: PacketId;
+  idPos: Pos;
+  idValuePos: Pos;
+  rateHz?: number;
+  description?: string;
+  fields: FieldDef[];
+  /** Where the last `{padding: N}` entry ends: trailing padding makes the packet longer. */
+  paddingEnd?: { end: number; pos: Pos };
+}
+
+export interface SourceDef {
+  name: string;
+  pos: Pos;
+  bind: string;
+  multicast?: string;
+}
