@@ -68,3 +68,16 @@ export {
   NONE,
   type PumpResult,
 } from "./pipeline.ts";
+export {
+  decodeRawPacket,
+  encodeRawPacket,
+  FLAG_MALFORMED,
+  MqttSource,
+  type MqttSourceOptions,
+  type MqttSourceStats,
+  type MqttWatch,
+  RAW_HEADER_LEN,
+  type RawPacketMessage,
+  WANT_READ,
+  WANT_WRITE,
+} from "./mqtt.ts";

@@ -283,6 +283,26 @@ export const symbols = {
   // int32_t gsw_logq_stats(const LogQueue *q, uint64_t out[6])
   gsw_logq_stats: { parameters: ["pointer", "buffer"], result: "i32" },
 
+  // MqttSource *gsw_mqtt_new(const uint8_t *opts, uint32_t len, uint16_t port, uint8_t qos,
+  //                          uint16_t keepalive_s)
+  gsw_mqtt_new: { parameters: ["buffer", "u32", "u16", "u8", "u16"], result: "pointer" },
+  // void gsw_mqtt_free(MqttSource *m)
+  gsw_mqtt_free: { parameters: ["pointer"], result: "void" },
+  // int32_t gsw_mqtt_service(MqttSource *m)
+  gsw_mqtt_service: { parameters: ["pointer"], result: "i32" },
+  // int32_t gsw_mqtt_watch(MqttSource *m, uint8_t out[12])
+  gsw_mqtt_watch: { parameters: ["pointer", "buffer"], result: "i32" },
+  // int32_t gsw_mqtt_recv(MqttSource *m, uint8_t *buf, uint32_t buf_len, uint32_t slot,
+  //                       uint8_t *meta, uint32_t meta_len)
+  gsw_mqtt_recv: {
+    parameters: ["pointer", "buffer", "u32", "u32", "buffer", "u32"],
+    result: "i32",
+  },
+  // int32_t gsw_mqtt_stats(MqttSource *m, uint64_t out[6])
+  gsw_mqtt_stats: { parameters: ["pointer", "buffer"], result: "i32" },
+  // int32_t gsw_mqtt_next_event(MqttSource *m, uint8_t *out, uint32_t cap)
+  gsw_mqtt_next_event: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
+
   // Benchmark references: the hot calls' parameter types, doing nothing (see abi.rs).
   gsw_bench_noop_publish: {
     parameters: ["pointer", "u32", "buffer", "u32", "u64", "u64"],
@@ -298,6 +318,6 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version these bindings were written for (`ABI_VERSION` in `ffi/src/abi.rs`). */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

@@ -26,9 +26,10 @@ use std::path::Path;
 use std::rc::Rc;
 
 mod broadcast;
+mod mqtt;
 
 /// Version of this ABI; the TypeScript side refuses a library with another.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// # Safety
 /// `ptr` must be null or point at `len` readable bytes that stay valid for `'a`.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod fanout;
 pub mod logq;
+pub mod mqtt;
 pub mod protocol;
 pub mod segment;
 pub mod signals;
