@@ -63,7 +63,12 @@ export function summarize(config: Config): string {
   lines.push("sources:");
   for (const s of config.sources) {
     const group = s.multicast ? `  multicast ${s.multicast}` : "";
-    lines.push(`  ${s.name}  bind ${s.bind}${group}  ports ${s.ports.join(", ") || "none"}`);
+    const ports = `ports ${s.ports.join(", ") || "none"}`;
+    lines.push(
+      s.mqtt
+        ? `  ${s.name}  MQTT ${s.mqtt.url}  topic ${s.mqtt.topic}  QoS ${s.mqtt.qos}  (${ports})`
+        : `  ${s.name}  bind ${s.bind}${group}  ${ports}`,
+    );
   }
   lines.push("packets:");
   const rows = config.packets.map((p) => [

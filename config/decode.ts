@@ -196,3 +196,24 @@ export function decodePacket(
   }
   return out;
 }
+
+/**
+ * A value as JSON text. bigints are written as exact integer numbers (JSON has no precision
+ * limit; JavaScript readers need `JSON.parse` with a reviver that reads `context.source`);
+ * non-finite floats as the strings "NaN", "Infinity", "-Infinity" (JSON has no such
+ * numbers); bytes as a lowercase hex string.
+ */
+export function jsonValue(v: RawValue | undefined): string {
+  switch (typeof v) {
+    case "bigint":
+      return v.toString();
+    case "number":
+      return Number.isFinite(v) ? JSON.stringify(v) : JSON.stringify(String(v));
+    case "boolean":
+    case "string":
+      return JSON.stringify(v);
+    case "undefined":
+      return "null";
+  }
+  return JSON.stringify(Array.from(v, (b) => b.toString(16).padStart(2, "0")).join(""));
+}

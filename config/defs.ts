@@ -8,7 +8,9 @@ import type {
   HealthKind,
   Limits,
   MeasurementType,
+  MqttSettings,
   PacketId,
+  SourceKind,
 } from "./types.ts";
 import type { Pos } from "./yaml_reader.ts";
 
@@ -46,7 +48,20 @@ export const PACKET_KEYS = [
 ];
 export const FIELD_KEYS = ["measurement", "offset", "padding"];
 export const ID_KEYS = ["offset", "size", "endianness", "value"];
-export const SOURCE_KEYS = ["name", "description", "bind", "multicast"];
+export const SOURCE_KEYS = ["name", "description", "type", "bind", "multicast"];
+/** Keys of a `type: mqtt` source (instead of bind and multicast). */
+export const MQTT_SOURCE_KEYS = [
+  "name",
+  "description",
+  "type",
+  "url",
+  "topic",
+  "qos",
+  "username",
+  "password_file",
+  "client_id",
+];
+export const SOURCE_KINDS: readonly SourceKind[] = ["udp", "mqtt"];
 export const TYPES: readonly MeasurementType[] = [
   "int",
   "uint",
@@ -64,6 +79,9 @@ export const HEALTH_COUNTERS: readonly HealthKind[] = [
   "kernel_drops",
   "backlog_bytes",
 ];
+
+/** Health measurements of `type: mqtt` sources only. */
+export const MQTT_HEALTH: readonly HealthKind[] = ["connected", "gaps"];
 
 /** Measurement keys and names: what users type in `subscribe`, so no spaces or quotes. */
 export const MEASUREMENT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:-]*$/;
@@ -125,6 +143,9 @@ export interface PacketDef {
 export interface SourceDef {
   name: string;
   pos: Pos;
+  kind: SourceKind;
   bind: string;
   multicast?: string;
+  /** For `type: mqtt`; the topic is undefined when it takes the default. */
+  mqtt?: Omit<MqttSettings, "topic"> & { topic?: string };
 }

@@ -8,6 +8,7 @@ import { type Pos, Reader } from "./yaml_reader.ts";
 import { DEFAULT_SOURCE, type SourceDef, TOP_KEYS } from "./defs.ts";
 import { readMeasurements } from "./measurements.ts";
 import { readSources } from "./sources.ts";
+import { topicLevelProblem } from "./mqtt.ts";
 import { checkPorts, readPackets } from "./packets.ts";
 import { build, checkHealthNames } from "./model.ts";
 
@@ -90,7 +91,17 @@ function compile(r: Reader): Config | undefined {
   checkPorts(r, packets);
 
   const sourceList: SourceDef[] = sources ??
-    [{ name: DEFAULT_SOURCE, pos: start, bind: "0.0.0.0" }];
+    [{ name: DEFAULT_SOURCE, pos: start, kind: "udp", bind: "0.0.0.0" }];
+  for (const s of sourceList) {
+    const bad = name === undefined ? undefined : topicLevelProblem(name);
+    if (s.mqtt && s.mqtt.topic === undefined && bad) {
+      r.error(
+        s.pos,
+        `source "${s.name}": the default topic gsw/<config name>/raw/${s.name}/# cannot be ` +
+          `made: the config name "${name}" ${bad}; add "topic: <the raw packet topic filter>"`,
+      );
+    }
+  }
   checkHealthNames(r, defs, sourceList, packets);
   for (const s of sources ?? []) {
     if (!packets.some((p) => p.source === s.name)) {

@@ -11,6 +11,7 @@ export {
   decodeValue,
   formatNumber,
   formatValue,
+  jsonValue,
   type LimitState,
   limitState,
   type RawValue,

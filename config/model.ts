@@ -1,12 +1,26 @@
 /** Health measurements and the compiled model (`types.ts`) built from the checked definitions. */
-import type { Config, HealthKind, Measurement, Packet, Source } from "./types.ts";
+import type { Config, HealthKind, Measurement, Packet, Source, SourceKind } from "./types.ts";
 import type { Reader } from "./yaml_reader.ts";
-import { HEALTH_COUNTERS, type MeasurementDef, type PacketDef, type SourceDef } from "./defs.ts";
+import {
+  HEALTH_COUNTERS,
+  type MeasurementDef,
+  MQTT_HEALTH,
+  type PacketDef,
+  type SourceDef,
+} from "./defs.ts";
+import { DEFAULT_PREFIX, rawTopicFilter } from "./mqtt.ts";
 import { packetSize } from "./packets.ts";
 
-export function healthNames(source: string, packets: string[]): [string, HealthKind, number?][] {
+export function healthNames(
+  source: string,
+  kind: SourceKind,
+  packets: string[],
+): [string, HealthKind, number?][] {
   return [
     ...HEALTH_COUNTERS.map((k) => [`${source}.${k}`, k] as [string, HealthKind]),
+    ...(kind === "mqtt" ? MQTT_HEALTH : []).map((k) =>
+      [`${source}.${k}`, k] as [string, HealthKind]
+    ),
     [`${source}.packet_rate`, "packet_rate"],
     ...packets.map((p, i) => [`${source}.${p}.age`, "age", i] as [string, HealthKind, number]),
   ];
@@ -21,7 +35,7 @@ export function checkHealthNames(
   const reserved = new Map<string, string>();
   for (const s of sources) {
     const names = packets.filter((p) => p.source === s.name).map((p) => p.name);
-    for (const [n] of healthNames(s.name, names)) reserved.set(n, s.name);
+    for (const [n] of healthNames(s.name, s.kind, names)) reserved.set(n, s.name);
   }
   for (const d of defs.values()) {
     for (const [id, pos] of [[d.key, d.pos], [d.name, d.namePos]] as const) {
@@ -85,18 +99,26 @@ export function build(
   }));
   const sources: Source[] = sourceDefs.map((s) => {
     const mine = packets.filter((p) => p.source === s.name);
-    return {
+    const source: Source = {
       name: s.name,
+      kind: s.kind,
       bind: s.bind,
       multicast: s.multicast,
       ports: [...new Set(mine.map((p) => p.port))].sort((a, b) => a - b),
       packets: mine.map((p) => p.index),
     };
+    if (s.mqtt) {
+      source.mqtt = {
+        ...s.mqtt,
+        topic: s.mqtt.topic ?? rawTopicFilter(DEFAULT_PREFIX, name, s.name),
+      };
+    }
+    return source;
   });
   for (const s of sources) {
     const mine = s.packets.map((i) => packets[i]);
-    for (const [hname, what, packet] of healthNames(s.name, mine.map((p) => p.name))) {
-      const isCounter = HEALTH_COUNTERS.includes(what);
+    for (const [hname, what, packet] of healthNames(s.name, s.kind, mine.map((p) => p.name))) {
+      const isCounter = HEALTH_COUNTERS.includes(what) || MQTT_HEALTH.includes(what);
       measurements.push(measurement({
         index: measurements.length,
         key: hname,
@@ -150,6 +172,9 @@ export const HEALTH_DESCRIPTIONS: Record<HealthKind, string> = {
   backlog_bytes:
     "bytes of raw packets decom holds for the logger (absent or slow), counted as allocated; " +
     "at the bound (64 MiB) new packets are dropped and counted in drops",
+  connected: "1 while the source's MQTT broker connection is up and subscribed, else 0",
+  gaps: "packets missing from the sequence numbers of the raw packets received over MQTT " +
+    "(the publishing bridge lost or dropped them)",
   packet_rate: "datagrams per second over the last interval",
   age: "seconds since this packet was last received",
 };

@@ -42,6 +42,8 @@ export type HealthKind =
   | "drops"
   | "kernel_drops"
   | "backlog_bytes"
+  | "connected"
+  | "gaps"
   | "packet_rate"
   | "age";
 
@@ -114,9 +116,31 @@ export interface Packet {
   description?: string;
 }
 
+/** How decom receives a source's packets. */
+export type SourceKind = "udp" | "mqtt";
+
+/** Where a `type: mqtt` source's decom subscribes (see docs/mqtt.md). */
+export interface MqttSettings {
+  /** As written, e.g. `mqtt://field-station.local:1883`. */
+  url: string;
+  host: string;
+  port: number;
+  /** Topic filter of the raw packets (default `gsw/<config name>/raw/<source name>/#`). */
+  topic: string;
+  qos: 0 | 1;
+  username?: string;
+  /** A file holding the password (its first line); never the password itself. */
+  passwordFile?: string;
+  /** Default `gsw-<config name>-<source>-<pid>`. */
+  clientId?: string;
+}
+
 export interface Source {
   name: string;
-  /** Local address decom binds (`0.0.0.0` by default). */
+  kind: SourceKind;
+  /** For `type: mqtt` sources. */
+  mqtt?: MqttSettings;
+  /** Local address decom binds (`0.0.0.0` by default; unused by mqtt sources). */
   bind: string;
   /** Multicast group decom joins, if any. */
   multicast?: string;

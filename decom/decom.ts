@@ -15,7 +15,6 @@ import {
 } from "../control/protocol.ts";
 import { type Answer, type Client, ControlServer } from "../control/server.ts";
 import {
-  Batch,
   BroadcastWriter,
   DEFAULT_RING_SIZE,
   type ExtractField,
@@ -30,17 +29,15 @@ import {
   realtimeNs,
   SegmentWriter,
   takeSignals,
-  UdpSocket,
   Waitset,
   watchSignals,
   WRITABLE,
 } from "../ffi/mod.ts";
 import { encodeHello } from "../logger/queue.ts";
-import { OVERSIZE, type Rejection, REJECTION_NAMES } from "./identify.ts";
+import { MALFORMED, OVERSIZE, type Rejection, REJECTION_NAMES } from "./identify.ts";
 import { Identifier } from "./identify.ts";
-
-/** A slot this large holds any UDP datagram over IPv4, so nothing is ever cut. */
-const SLOT = 65536;
+import { type Input, MqttInput, SLOT, TOKENS_PER_INPUT, UdpInput } from "./inputs.ts";
+import { FLAG_MALFORMED } from "../ffi/mod.ts";
 /**
  * Bytes decom buffers for the logger itself when the logger is slow or absent, by default:
  * counted as allocated (`S.backlog_bytes`), so it bounds decom's real memory.
@@ -51,12 +48,8 @@ export const DEFAULT_LOG_BUFFER = 64 << 20;
  * one message (one send, one logger wake-up) per 10 ms or 64 KiB, instead of one per batch.
  */
 const LOG_MAX_AGE_MS = 10;
-/** Receive buffer asked for each port: ~100 k small datagrams, or a few seconds of a stall. */
-const RECEIVE_BUFFER = 8 << 20;
 /** Longest decom waits at exit for a logger to take the raw packets it still holds. */
 const HANDOFF_MS = 3000;
-/** Receive batches taken from one socket per wake-up, so several ports share fairly. */
-const ROUNDS_PER_WAKE = 16;
 /**
  * Bells of the broadcast segment for packet types: packets beyond this share bells (a reader
  * of one may wake for another, harmlessly). With the health and ring bells and the two
@@ -66,7 +59,7 @@ const PACKET_BELLS = 14;
 
 const TOKEN_SIGNALS = 1;
 const TOKEN_LOGGER = 2;
-const TOKEN_UDP = 100;
+const TOKEN_INPUT = 1 << 16;
 const TOKEN_SERVER = 1 << 20;
 
 export interface DecomOptions {
@@ -81,6 +74,8 @@ export interface DecomOptions {
   ringSize?: number;
   /** Bytes held for an absent or slow logger (default DEFAULT_LOG_BUFFER). */
   logBuffer?: number;
+  /** The password of a `type: mqtt` source with a password_file, read by the caller. */
+  mqttPassword?: Uint8Array;
   log: (line: string) => void;
 }
 
@@ -96,15 +91,6 @@ export interface DecomStats {
   decoded: number;
 }
 
-interface Port {
-  socket: UdpSocket;
-  port: number;
-  /** The socket's kernel drop count (SO_RXQ_OVFL) as of the last datagram read. */
-  kernelDrops: number;
-  /** When a kernel-drop line was last printed for it (ms, monotonic). */
-  droppedSaidAt: number;
-}
-
 interface Link {
   writer: SegmentWriter;
 }
@@ -112,8 +98,7 @@ interface Link {
 export class Decom {
   readonly #opts: DecomOptions;
   readonly #ws = new Waitset();
-  readonly #ports: Port[] = [];
-  readonly #batch: Batch;
+  readonly #input: Input;
   readonly #buf: Uint8Array;
   readonly #meta: Uint8Array;
   readonly #metaView: DataView;
@@ -198,7 +183,6 @@ export class Decom {
       ringBell,
       ringSize: opts.ringSize ?? DEFAULT_RING_SIZE,
     };
-    this.#batch = new Batch(opts.batch);
     this.#buf = new Uint8Array(SLOT * opts.batch);
     this.#meta = new Uint8Array(META_LEN * opts.batch);
     this.#metaView = new DataView(this.#meta.buffer);
@@ -215,25 +199,17 @@ export class Decom {
 
     try {
       this.#ws.add(watchSignals(), TOKEN_SIGNALS, READABLE);
-      for (const port of source.ports) {
-        const socket = new UdpSocket({
-          bind: source.bind,
-          port,
-          multicast: source.multicast,
-          receiveBuffer: RECEIVE_BUFFER,
-        });
-        this.#ports.push({ socket, port, kernelDrops: 0, droppedSaidAt: -Infinity });
-        const granted = socket.receiveBuffer();
-        if (granted < RECEIVE_BUFFER) {
-          opts.log(
-            `port ${port}: the kernel granted a ${granted >> 10} KiB receive buffer, not ${
-              RECEIVE_BUFFER >> 20
-            } MiB: a burst or a pause of decom may drop datagrams (counted as ${source.name}.kernel_drops). ` +
-              `Raise the limit: sudo sysctl -w net.core.rmem_max=${RECEIVE_BUFFER}`,
-          );
-        }
-        this.#ws.add(socket.fd, TOKEN_UDP + this.#ports.length - 1, READABLE);
-      }
+      const intake = {
+        buf: this.#buf,
+        meta: this.#meta,
+        max: opts.batch,
+        ingest: (n: number, port: number) => this.#ingest(n, port),
+        log: opts.log,
+      };
+      this.#input = source.kind === "mqtt"
+        ? new MqttInput(source, opts.mqttPassword, intake)
+        : new UdpInput(source, intake);
+      this.#input.register(this.#ws, TOKEN_INPUT);
       this.#server = new ControlServer(
         decomSocket(opts.runDir, source.name),
         this.#ws,
@@ -253,17 +229,15 @@ export class Decom {
   }
 
   get stats(): Readonly<DecomStats> {
+    this.#stats.kernelDrops = this.#input.kernelDrops();
     return this.#stats;
   }
 
   /** Describes what decom listens on, for its start-up line. */
   describe(): string {
     const { source, runDir } = this.#opts;
-    const ports = this.#ports.map((p) => p.port).join(", ");
-    const group = source.multicast ? ` (multicast ${source.multicast})` : "";
-    return `source "${source.name}": UDP ${source.bind}${group} port${
-      this.#ports.length > 1 ? "s" : ""
-    } ${ports}; ${this.#served.length} measurements; serving ${decomSocket(runDir, source.name)}`;
+    return `source "${source.name}": ${this.#input.describe()}; ${this.#served.length} ` +
+      `measurements; serving ${decomSocket(runDir, source.name)}`;
   }
 
   /**
@@ -291,9 +265,11 @@ export class Decom {
       // A listener paused for want of descriptors (EMFILE) comes back when due.
       const acceptMs = this.#server.poll();
       if (acceptMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, acceptMs));
+      const inputMs = this.#input.poll();
+      if (inputMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, inputMs));
       for (const { token, events } of this.#ws.waitSync(timeoutMs)) {
-        if (token >= TOKEN_UDP && token < TOKEN_UDP + this.#ports.length) {
-          this.#receive(this.#ports[token - TOKEN_UDP]);
+        if (token >= TOKEN_INPUT && token < TOKEN_INPUT + TOKENS_PER_INPUT) {
+          this.#input.ready(token - TOKEN_INPUT);
         } else if (token === TOKEN_SIGNALS) {
           const signals = takeSignals();
           if (signals.length > 0) {
@@ -309,66 +285,38 @@ export class Decom {
     }
   }
 
-  #receive(port: Port): void {
+  /** Takes a received batch of `n` datagrams sent to `port`: identify, publish, log. */
+  #ingest(n: number, port: number): void {
     const view = this.#metaView;
-    for (let round = 0; round < ROUNDS_PER_WAKE; round++) {
-      const n = this.#batch.recv(port.socket.fd, this.#buf, SLOT, this.#meta);
-      if (n === 0) return;
-      const stats = this.#stats;
-      for (let i = 0; i < n; i++) {
-        const at = i * META_LEN;
-        const length = view.getUint32(at, true);
-        const truncated = (view.getUint16(at + 22, true) & 1) !== 0;
-        stats.packets++;
-        stats.bytes += view.getUint32(at + 4, true);
-        const verdict = this.#identifier.identify(
-          port.port,
-          this.#buf,
-          i * SLOT,
-          length,
-          truncated,
-        );
-        if (verdict >= 0) {
-          this.#types[i] = verdict;
-          // Receive time as a double (no BigInt per datagram): ~256 ns resolution is plenty for ages.
-          this.#lastSeen[verdict] = view.getUint32(at + 12, true) * 4294967296 +
-            view.getUint32(at + 8, true);
-        } else {
-          this.#types[i] = NONE;
-          this.#reject(port.port, i, verdict as Rejection);
-        }
+    const stats = this.#stats;
+    for (let i = 0; i < n; i++) {
+      const at = i * META_LEN;
+      const length = view.getUint32(at, true);
+      const flags = view.getUint16(at + 22, true);
+      stats.packets++;
+      stats.bytes += view.getUint32(at + 4, true);
+      const verdict = flags & FLAG_MALFORMED
+        ? MALFORMED
+        : this.#identifier.identify(port, this.#buf, i * SLOT, length, (flags & 1) !== 0);
+      if (verdict >= 0) {
+        this.#types[i] = verdict;
+        // Receive time as a double (no BigInt per datagram): ~256 ns resolution is plenty for ages.
+        this.#lastSeen[verdict] = view.getUint32(at + 12, true) * 4294967296 +
+          view.getUint32(at + 8, true);
+      } else {
+        this.#types[i] = NONE;
+        this.#reject(port, i, verdict as Rejection);
       }
-      // The kernel's drop count rides on every datagram; the batch's last has the newest.
-      const kernelDrops = view.getUint32((n - 1) * META_LEN + 24, true);
-      if (kernelDrops !== port.kernelDrops) this.#onKernelDrops(port, kernelDrops);
-      stats.decoded += this.#extractor.publishBatch(
-        this.#buf,
-        SLOT,
-        this.#meta,
-        this.#types,
-        n,
-        port.port,
-      );
-      stats.drops += this.#logq.forward(this.#buf, SLOT, this.#meta, n, port.port);
-      // A partial batch took everything the socket had: asking again would only return EAGAIN.
-      if (n < this.#opts.batch) return;
     }
-  }
-
-  /** Counts datagrams the kernel dropped on a port and says so (at most every 10 s a port). */
-  #onKernelDrops(port: Port, count: number): void {
-    const lost = (count - port.kernelDrops) >>> 0; // the kernel's counter is a wrapping u32
-    port.kernelDrops = count;
-    this.#stats.kernelDrops += lost;
-    const now = performance.now();
-    if (now - port.droppedSaidAt < 10_000) return;
-    port.droppedSaidAt = now;
-    this.#opts.log(
-      `port ${port.port}: the kernel dropped ${lost} datagram${lost === 1 ? "" : "s"} ` +
-        `(${this.#stats.kernelDrops} in all) before decom read them: its receive buffer ` +
-        `(${port.socket.receiveBuffer() >> 10} KiB) filled. decom fell behind or was paused; ` +
-        "these are lost, not in the log",
+    stats.decoded += this.#extractor.publishBatch(
+      this.#buf,
+      SLOT,
+      this.#meta,
+      this.#types,
+      n,
+      port,
     );
+    stats.drops += this.#logq.forward(this.#buf, SLOT, this.#meta, n, port);
   }
 
   /** Counts a rejected datagram and reports it (rate-limited); the logger has it raw. */
@@ -401,10 +349,11 @@ export class Decom {
       (b) => b.toString(16).padStart(2, "0"),
     ).join("");
     const size = why === OVERSIZE ? `${orig} bytes` : `${length} bytes`;
+    const what = why === MALFORMED
+      ? `an MQTT message on ${this.#input.describe()}`
+      : `a datagram on port ${port} from ${from}`;
     this.#opts.log(
-      `rejected a datagram on port ${port} from ${from}: ${name} (${size}): ${head}${
-        length > 32 ? "…" : ""
-      } (kept raw in the log)`,
+      `rejected ${what}: ${name} (${size}): ${head}${length > 32 ? "…" : ""} (kept raw in the log)`,
     );
   }
 
@@ -427,8 +376,18 @@ export class Decom {
           view.setBigUint64(0, BigInt(s[h.what]), true);
           break;
         case "kernel_drops":
-          view.setBigUint64(0, BigInt(s.kernelDrops), true);
+          view.setBigUint64(0, BigInt(this.stats.kernelDrops), true);
           break;
+        case "connected":
+        case "gaps": {
+          const mqtt = (this.#input as MqttInput).stats();
+          view.setBigUint64(
+            0,
+            h.what === "gaps" ? BigInt(mqtt.gaps) : mqtt.connected ? 1n : 0n,
+            true,
+          );
+          break;
+        }
         case "backlog_bytes":
           view.setBigUint64(0, BigInt(this.#logq.stats().pendingBytes), true);
           break;
@@ -616,7 +575,7 @@ export class Decom {
 
   /** A one-line summary of what decom did, for its exit. */
   summary(): string {
-    const s = this.#stats;
+    const s = this.stats;
     const q = this.#logq.stats();
     const rejected = Object.entries(s.rejected).map(([k, v]) => `${v} ${k}`).join(", ");
     const lost = s.kernelDrops > 0
@@ -639,11 +598,10 @@ export class Decom {
     this.#server?.close();
     for (const link of this.#links.values()) link.writer.close();
     this.#links.clear();
-    for (const p of this.#ports) p.socket.close();
+    this.#input?.close();
     this.#extractor.close();
     this.#broadcast.close();
     this.#logq.close();
-    this.#batch.close();
     this.#ws.close();
   }
 }

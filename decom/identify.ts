@@ -10,12 +10,15 @@ export const UNKNOWN_PORT = -1;
 export const UNKNOWN_ID = -2;
 export const WRONG_LENGTH = -3;
 export const OVERSIZE = -4;
+/** A message on an MQTT source's topic that is not a raw packet (see docs/mqtt.md). */
+export const MALFORMED = -5;
 
 export type Rejection =
   | typeof UNKNOWN_PORT
   | typeof UNKNOWN_ID
   | typeof WRONG_LENGTH
-  | typeof OVERSIZE;
+  | typeof OVERSIZE
+  | typeof MALFORMED;
 
 /** Human words for a rejection, for logs and counters. */
 export const REJECTION_NAMES: Record<Rejection, string> = {
@@ -23,6 +26,7 @@ export const REJECTION_NAMES: Record<Rejection, string> = {
   [UNKNOWN_ID]: "unknown packet id",
   [WRONG_LENGTH]: "wrong length",
   [OVERSIZE]: "oversize (truncated by the receive buffer)",
+  [MALFORMED]: "not a gsw raw packet",
 };
 
 interface PortRule {

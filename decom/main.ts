@@ -3,6 +3,7 @@
  */
 import { numberOption, parseCommand, runCommand, UsageError } from "../cli/args.ts";
 import { loadCommandConfig, runService } from "../cli/service.ts";
+import { readPasswordFile } from "../cli/secrets.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { openRunDir } from "../control/rundir.ts";
 import { Decom, DEFAULT_LOG_BUFFER } from "./decom.ts";
@@ -13,7 +14,8 @@ const spec = {
   usage:
     "decom [--config FILE] [--source NAME] [--run-dir DIR] [--batch N] [--packet-ring KIB] [--log-buffer MIB]",
   help: `
-Receives the UDP telemetry of one data source, hands every datagram to the logger, and
+Receives the telemetry of one data source (UDP, or raw packets over MQTT from another
+machine's bridge), hands every datagram to the logger, and
 publishes each measurement to shared-memory channels that brokers attach to. Run one decom
 per data source; it keeps publishing whether or not a broker or logger is running.
 
@@ -85,6 +87,9 @@ export function main(args: string[]): Promise<number> {
         })`,
       );
     }
+    const mqttPassword = source.mqtt?.passwordFile === undefined
+      ? undefined
+      : await readPasswordFile(source.mqtt.passwordFile, `source "${source.name}"`);
     const log = (line: string) => console.error(`decom[${source.name}]: ${line}`);
     return runService(log, () => {
       const runDir = openRunDir(values["run-dir"]);
@@ -96,6 +101,7 @@ export function main(args: string[]): Promise<number> {
         healthInterval,
         ringSize: ringKib << 10,
         logBuffer: logMib * 1024 * 1024,
+        mqttPassword,
         log,
       });
     });

@@ -2,7 +2,7 @@
  * How `gsw subscribe` prints an update: one aligned line for people, or one JSON object per
  * line for programs, with 64-bit integers written exactly.
  */
-import { formatValue, limitState, type RawValue } from "../config/decode.ts";
+import { formatValue, jsonValue, limitState } from "../config/decode.ts";
 import type { Measurement } from "../config/types.ts";
 import type { Update } from "../lib/subscription.ts";
 
@@ -21,27 +21,6 @@ export function textLine(u: Update, m: Measurement, width: number): string {
   if (u.skipped > 0) line += `  (${u.skipped} skipped)`;
   if (u.stale) line += "  (stale)";
   return line;
-}
-
-/**
- * A value as JSON text. bigints are written as exact integer numbers (JSON has no precision
- * limit; JavaScript readers need `JSON.parse` with a reviver that reads `context.source`);
- * non-finite floats as the strings "NaN", "Infinity", "-Infinity" (JSON has no such
- * numbers); bytes as a lowercase hex string.
- */
-export function jsonValue(v: RawValue | undefined): string {
-  switch (typeof v) {
-    case "bigint":
-      return v.toString();
-    case "number":
-      return Number.isFinite(v) ? JSON.stringify(v) : JSON.stringify(String(v));
-    case "boolean":
-    case "string":
-      return JSON.stringify(v);
-    case "undefined":
-      return "null";
-  }
-  return JSON.stringify(Array.from(v, (b) => b.toString(16).padStart(2, "0")).join(""));
 }
 
 /**

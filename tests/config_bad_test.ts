@@ -175,6 +175,22 @@ const CASES: [string, number, number, string, number?][] = [
   ],
   ["packet-name-with-dot.yaml", 6, 5, "a packet name may hold only letters, digits, _ and -"],
   ["duplicate-source.yaml", 5, 5, `source "radio" is defined twice (first at line 4)`],
+  ["mqtt-no-url.yaml", 4, 5, `source "radio": missing required key "url"; add "url: mqtt://`],
+  ["mqtt-bad-url.yaml", 6, 5, `url "http://broker:1883" must start with mqtt:// (or mqtts://`],
+  ["mqtt-tls.yaml", 6, 5, `decom's MQTT source does not speak TLS (mqtts://) yet`],
+  [
+    "mqtt-bind.yaml",
+    7,
+    5,
+    `unknown key "bind"; allowed keys: name, description, type, url, topic, qos, username`,
+  ],
+  ["mqtt-bad-topic.yaml", 7, 5, `topic "gsw/#/raw" is not a valid topic filter`],
+  [
+    "source-bad-type.yaml",
+    5,
+    5,
+    `type must be one of udp, mqtt, not the text "mqqt" (did you mean "mqtt"?)`,
+  ],
   ["missing-size.yaml", 4, 3, `measurement "A": missing required key "size"`],
   [
     "merge-not-map.yaml",

@@ -183,8 +183,22 @@ telemetry_packets:
   assert.deepEqual(count.packets, []);
   assert.equal(measurement(c, "radio.packet_rate").unit, "Hz");
   assert.deepEqual(c.sources, [
-    { name: "radio", bind: "0.0.0.0", multicast: "239.1.2.3", ports: [45900], packets: [0] },
-    { name: "umbilical", bind: "127.0.0.1", multicast: undefined, ports: [45901], packets: [1] },
+    {
+      name: "radio",
+      kind: "udp",
+      bind: "0.0.0.0",
+      multicast: "239.1.2.3",
+      ports: [45900],
+      packets: [0],
+    },
+    {
+      name: "umbilical",
+      kind: "udp",
+      bind: "127.0.0.1",
+      multicast: undefined,
+      ports: [45901],
+      packets: [1],
+    },
   ]);
 });
 
@@ -312,4 +326,71 @@ Deno.test("parseConfig rejects text that is not UTF-8 and reports unreadable fil
   const missing = await loadConfig("/nonexistent/vehicle.yaml").catch((e) => e);
   assert.ok(missing instanceof ConfigError);
   assert.match(missing.message, /cannot read the config file .*check the path/);
+});
+
+Deno.test("an MQTT source: broker, default topic, credentials file, its own health", () => {
+  const c = parseConfig(
+    `
+name: rocket
+sources:
+  - name: radio
+    type: mqtt
+    url: mqtt://field-station.local
+    qos: 1
+    username: pad
+    password_file: secrets/mqtt.txt
+  - name: umbilical
+    type: mqtt
+    url: mqtt://10.0.0.2:11883
+    topic: site/rocket/raw/umbilical/#
+measurements:
+  A: { type: uint, size: 2 }
+  B: { type: uint, size: 2 }
+telemetry_packets:
+  - { name: P, port: 45900, source: radio, measurements: [A] }
+  - { name: Q, port: 45901, source: umbilical, measurements: [B] }
+`,
+    "/srv/gsw/vehicle.yaml",
+  );
+  const [radio, umbilical] = c.sources;
+  assert.equal(radio.kind, "mqtt");
+  assert.deepEqual(radio.mqtt, {
+    url: "mqtt://field-station.local",
+    host: "field-station.local",
+    port: 1883,
+    topic: "gsw/rocket/raw/radio/#",
+    qos: 1,
+    username: "pad",
+    passwordFile: "/srv/gsw/secrets/mqtt.txt",
+    clientId: undefined,
+  });
+  assert.equal(umbilical.mqtt?.port, 11883);
+  assert.equal(umbilical.mqtt?.topic, "site/rocket/raw/umbilical/#");
+  assert.deepEqual(radio.ports, [45900], "packets keep the ports they had on the sending side");
+  assert.equal(measurement(c, "radio.connected").type, "uint");
+  assert.equal(measurement(c, "radio.gaps").type, "uint");
+  assert.equal(findMeasurement(c, "radio.kernel_drops")?.health?.what, "kernel_drops");
+  const udp = parseConfig(
+    "name: v\nmeasurements:\n  A: { type: uint, size: 2 }\n" +
+      "telemetry_packets:\n  - { name: P, port: 45900, measurements: [A] }\n",
+    "v.yaml",
+  );
+  assert.equal(udp.sources[0].kind, "udp");
+  assert.equal(findMeasurement(udp, "default.connected"), undefined, "UDP sources have no link");
+});
+
+Deno.test("an MQTT source's default topic needs a config name that fits in a topic", () => {
+  assert.throws(
+    () =>
+      parseConfig(
+        "name: a/b\nsources:\n  - { name: s, type: mqtt, url: 'mqtt://h' }\n" +
+          "measurements:\n  A: { type: uint, size: 2 }\n" +
+          "telemetry_packets:\n  - { name: P, port: 45900, measurements: [A] }\n",
+        "v.yaml",
+      ),
+    (e: ConfigError) => {
+      assert.match(e.message, /v\.yaml:3:7: error: source "s": the default topic .* "a\/b" holds/);
+      return true;
+    },
+  );
 });

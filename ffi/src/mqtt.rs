@@ -106,6 +106,8 @@ pub struct MqttSource {
     /// Sequence number of the last packet delivered, per stream.
     last_seq: HashMap<Vec<u8>, u64>,
     stats: MqttStats,
+    /// Why the last connection attempt failed, so a long outage is not said at every attempt.
+    last_failure: Option<String>,
     /// Things worth a log line, oldest first.
     events: VecDeque<String>,
     rng: u64,
@@ -136,6 +138,7 @@ impl MqttSource {
             last_seq: HashMap::new(),
             stats: MqttStats::default(),
             events: VecDeque::new(),
+            last_failure: None,
             rng: seed | 1,
         })
     }
@@ -195,6 +198,14 @@ impl MqttSource {
             State::Live => "connection lost",
             _ => "cannot connect",
         };
+        // A broker that stays away is said once, then again only at the longest backoff (every
+        // 30 s or so), not at every attempt.
+        let repeat = was != State::Live && self.last_failure.as_deref() == Some(why.as_str());
+        let quiet = repeat && wait < MAX_BACKOFF_MS / 2;
+        self.last_failure = Some(why.clone());
+        if quiet {
+            return;
+        }
         self.say(format!(
             "MQTT broker {}:{}: {during}: {why}; trying again in {:.1} s",
             self.opts.host,
@@ -428,6 +439,7 @@ impl MqttSource {
                     self.stats.connected = true;
                     self.stats.connections += 1;
                     self.backoff_ms = MIN_BACKOFF_MS;
+                    self.last_failure = None;
                     self.say(format!(
                         "MQTT broker {}:{}: connected, subscribed to \"{}\"",
                         self.opts.host, self.opts.port, self.opts.topic
