@@ -45,6 +45,10 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<CommandModul
     about: "serve the web dashboard: live values and plots of every sample",
     load: () => import("./dashboard/main.ts"),
   },
+  "bridge": {
+    about: "publish every datagram and its values to an MQTT broker",
+    load: () => import("./bridge/main.ts"),
+  },
   "check-config": {
     about: "validate a vehicle config and summarise it",
     load: () => import("./config/check.ts"),
