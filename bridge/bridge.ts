@@ -288,6 +288,8 @@ export class Bridge {
   }
 
   #onError(e: Error & { code?: number | string }): void {
+    // A login refused before any connection ends the bridge with that message (main.ts).
+    if ((e.code === 4 || e.code === 5) && this.#stats.connections === 0) return;
     const why = typeof e.code === "number" ? refusal(e.code, this.#o) : e.message;
     if (why !== this.#lastError) this.#o.log(`MQTT broker ${this.#o.url}: ${why}`);
     this.#lastError = why;
@@ -365,11 +367,10 @@ export class Bridge {
 function refusal(code: number, o: BridgeOptions): string {
   switch (code) {
     case 4:
-      return `the broker refused the user name or password${
-        o.username ? ` (user "${o.username}")` : " (none given: see --username)"
+    case 5: // mosquitto answers "not authorised" to a wrong password too
+      return `the broker refused the login: wrong user name or password, or not allowed${
+        o.username ? ` (user "${o.username}")` : " (no --username given)"
       }`;
-    case 5:
-      return "the broker says this client is not authorised (check --username and the password)";
     default:
       return `the broker refused the connection (code ${code})`;
   }

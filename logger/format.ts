@@ -591,7 +591,7 @@ async function seekRecord(w: Window): Promise<boolean> {
   }
 }
 
-/** Reads every record of `paths` into memory/** Reads every record of `paths` into memory (for tests and small logs). */
+/** Reads every record of `paths` into memory (for tests and small logs). */
 export async function readAll(paths: readonly string[]): Promise<
   { records: LogEntry[]; stats: ReadStats; headers: { file: string; header: FileHeader }[] }
 > {

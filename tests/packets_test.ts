@@ -5,13 +5,9 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { decodePacket } from "../config/mod.ts";
-import {
-  openPackets,
-  type PacketStatus,
-  type PacketStream,
-  type RawPacket,
-} from "../lib/packets.ts";
+import { openPackets, type PacketStatus } from "../lib/packets.ts";
 import { eventually, Pipeline, sleep } from "./helpers/pipeline.ts";
+import { collect } from "./helpers/packets.ts";
 
 /** A 24-byte Nav packet of the example whose bytes encode `k`. */
 function nav(k: number): Uint8Array {
@@ -19,27 +15,6 @@ function nav(k: number): Uint8Array {
   new DataView(b.buffer).setUint32(0, k, true);
   b[23] = k & 0x7f;
   return b;
-}
-
-/** Reads batches until `n` packets (plus what `lost` says) have come, copying each. */
-async function collect(
-  stream: PacketStream,
-  n: number,
-  timeoutMs = 15_000,
-): Promise<{ packets: RawPacket[]; lost: number }> {
-  const packets: RawPacket[] = [];
-  let lost = 0;
-  const deadline = Date.now() + timeoutMs;
-  while (packets.length + lost < n) {
-    if (Date.now() > deadline) {
-      throw new Error(`only ${packets.length} packets and ${lost} lost of ${n}`);
-    }
-    const batch = stream.read();
-    lost += batch.lost;
-    for (const p of batch.packets) packets.push({ ...p, bytes: p.bytes.slice() });
-    if (batch.packets.length === 0) await sleep(5);
-  }
-  return { packets, lost };
 }
 
 Deno.test("packet stream: every datagram, in order, with its metadata", async () => {
