@@ -37,7 +37,8 @@ export type GswTask =
   | "export"
   | "sim"
   | "check-config"
-  | "dashboard";
+  | "dashboard"
+  | "influx";
 
 /**
  * The `deno run` arguments of a deno.json task, read from deno.json and run from REPO as the
