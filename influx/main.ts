@@ -4,20 +4,12 @@
  * makes from the log. Run by hand it restarts itself with exactly the permissions it needs:
  * the network for the InfluxDB host and port only.
  */
-import { numberOption, parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
+import { numberOption, parseCommand, runCommand, UsageError } from "../cli/args.ts";
 import { followParent, LIBRARY, PARENT_OPTION, relaunch } from "../cli/relaunch.ts";
 import { readPasswordEnv, readPasswordFile } from "../cli/secrets.ts";
 import { loadCommandConfig } from "../cli/service.ts";
 import { type Config, DEFAULT_CONFIG_PATH } from "../config/mod.ts";
-import {
-  DEFAULT_MEASUREMENT,
-  DEFAULT_TAGS,
-  LineEncoder,
-  LineOptionError,
-  type LineOptions,
-  measurementProblem,
-  parseTags,
-} from "./line.ts";
+import { LINE_OPTIONS, lineEncoder, lineOptions, lineOptionsHelp } from "./options.ts";
 import type { WriteTarget } from "./writer.ts";
 
 /** Default bound of the queue: ~400 000 points of ~150 bytes, minutes of a busy link. */
@@ -50,29 +42,24 @@ InfluxDB 1.x: --db NAME (create it first: CREATE DATABASE). 2.x and 3.x: --bucke
 InfluxDB can be exported from it later (docs/export.md).
 
 options:
-  --url URL             the server: http://HOST:PORT or https://HOST:PORT (a path prefix,
-                        for a proxy, is kept)
-  --db NAME             InfluxDB 1.x database (POST /write); also 2.x/3.x's 1.x API
-  --rp POLICY           1.x retention policy (default: the database's default)
-  --bucket NAME         InfluxDB 2.x or 3.x bucket (POST /api/v2/write)
-  --org ORG             2.x organization
-  --token-file F        the token is the first line of F (sent as "Authorization: Token …")
-  --token-env VAR       the token is in environment variable VAR
-  --username U          1.x user, with --password-file F or --password-env VAR
-  --config FILE         vehicle config, the one decom runs with (default ${DEFAULT_CONFIG_PATH})
-  --measurement NAME    the InfluxDB measurement (default ${DEFAULT_MEASUREMENT}); {vehicle},
-                        {packet} and {source} are filled in
-  --tags LIST           tags of every point, comma-separated: source, packet, vehicle, or
-                        KEY=VALUE constants (default ${DEFAULT_TAGS}; none: none)
-  --unsigned i|u        unsigned integers as integers (i, default; every InfluxDB) or as
-                        unsigned integers (u: 2.x and 3.x only)
-  --batch N             points per request at most (default ${DEFAULT_BATCH_POINTS})
-  --flush-ms MS         a batch waits at most this long for more points (default ${DEFAULT_FLUSH_MS})
-  --queue MIB           bound of the points not yet written, 1-4096 MiB (default ${DEFAULT_QUEUE_MIB})
-  --source NAME         only this source (repeatable; default every source)
-  --status S            seconds between status lines (default 10; 0: none)
-  --run-dir DIR         directory of gsw's control sockets
-  -h, --help            this help
+  --url URL              the server: http://HOST:PORT or https://HOST:PORT (a path prefix,
+                         for a proxy, is kept)
+  --db NAME              InfluxDB 1.x database (POST /write); also 2.x/3.x's 1.x API
+  --rp POLICY            1.x retention policy (default: the database's default)
+  --bucket NAME          InfluxDB 2.x or 3.x bucket (POST /api/v2/write)
+  --org ORG              2.x organization
+  --token-file F         the token is the first line of F (sent as "Authorization: Token …")
+  --token-env VAR        the token is in environment variable VAR
+  --username U           1.x user, with --password-file F or --password-env VAR
+  --config FILE          vehicle config, the one decom runs with (default ${DEFAULT_CONFIG_PATH})
+${lineOptionsHelp()}
+  --batch N              points per request at most (default ${DEFAULT_BATCH_POINTS})
+  --flush-ms MS          a batch waits at most this long for more points (default ${DEFAULT_FLUSH_MS})
+  --queue MIB            bound of the points not yet written, 1-4096 MiB (default ${DEFAULT_QUEUE_MIB})
+  --source NAME          only this source (repeatable; default every source)
+  --status S             seconds between status lines (default 10; 0: none)
+  --run-dir DIR          directory of gsw's control sockets
+  -h, --help             this help
 
 examples:
   deno task influx --url http://127.0.0.1:8086 --db flight
@@ -90,9 +77,7 @@ examples:
     "password-file": { type: "string" },
     "password-env": { type: "string" },
     config: { type: "string" },
-    measurement: { type: "string" },
-    tags: { type: "string" },
-    unsigned: { type: "string" },
+    ...LINE_OPTIONS,
     batch: { type: "string" },
     "flush-ms": { type: "string" },
     queue: { type: "string" },
@@ -208,19 +193,6 @@ function authorization(
   };
 }
 
-function lineOptions(v: Values): LineOptions {
-  const measurement = v.measurement ?? DEFAULT_MEASUREMENT;
-  const bad = measurementProblem(measurement);
-  if (bad) throw new UsageError(`--measurement: ${bad}`);
-  const tags = parseTags(v.tags ?? DEFAULT_TAGS);
-  if (typeof tags === "string") throw new UsageError(`--tags: ${tags}`);
-  const unsigned = v.unsigned ?? "i";
-  if (unsigned !== "i" && unsigned !== "u") {
-    throw new UsageError(`--unsigned takes i or u, not "${unsigned}"`);
-  }
-  return { measurement, tags, unsigned };
-}
-
 function checkSources(config: Config, names: string[]): void {
   for (const name of names) {
     if (!config.sources.some((s) => s.name === name)) {
@@ -251,13 +223,7 @@ export function main(args: string[]): Promise<number> {
     const config = await loadCommandConfig(v.config);
     const sources: string[] = values.source ?? [];
     checkSources(config, sources);
-    let lines: LineEncoder;
-    try {
-      lines = new LineEncoder(config, line);
-    } catch (e) {
-      if (e instanceof LineOptionError) throw new UserError(e.message);
-      throw e;
-    }
+    const lines = lineEncoder(config, line);
 
     if (Deno.permissions.querySync({ name: "net", host: net }).state !== "granted") {
       // Run by hand (`deno task influx`): again, with the network for this server only.

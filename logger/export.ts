@@ -12,15 +12,13 @@ import {
   type RawValue,
 } from "../config/mod.ts";
 import { Identifier, type Rejection, REJECTION_NAMES } from "../decom/identify.ts";
+import type { LineOptions } from "../influx/line.ts";
 import {
-  DEFAULT_MEASUREMENT,
-  DEFAULT_TAGS,
-  LineEncoder,
-  LineOptionError,
-  type LineOptions,
-  measurementProblem,
-  parseTags,
-} from "../influx/line.ts";
+  LINE_OPTIONS,
+  lineEncoder,
+  lineOptions as parseLineOptions,
+  lineOptionsHelp,
+} from "../influx/options.ts";
 import { type LogEntry, LogReader } from "./format.ts";
 import { logFiles } from "./paths.ts";
 import { plural } from "./text.ts";
@@ -53,13 +51,7 @@ Options:
                          the first log); a warning says if the log was recorded with another
   --format csv|jsonl|influx   output format (default csv)
   --fill                 csv: fill every row with each measurement's latest value
-  --measurement NAME     influx: the InfluxDB measurement (default ${DEFAULT_MEASUREMENT});
-                         {vehicle} (the config's name), {packet} and {source} are filled in
-  --tags LIST            influx: tags of every point, comma-separated: source, packet,
-                         vehicle, or KEY=VALUE constants (default ${DEFAULT_TAGS}; none: none)
-  --unsigned i|u         influx: unsigned integers as integers (i, default: every InfluxDB
-                         takes them; a uint64 above 2^63-1 is then left out and counted) or
-                         as unsigned integers (u: InfluxDB 2.x and 3.x only)
+${lineOptionsHelp("influx: ")}
   --output FILE          write there instead of stdout (the export task may not write files:
                          redirect stdout, or run the deno line it prints)
 
@@ -72,9 +64,7 @@ Examples:
     config: { type: "string" },
     format: { type: "string" },
     fill: { type: "boolean" },
-    measurement: { type: "string" },
-    tags: { type: "string" },
-    unsigned: { type: "string" },
+    ...LINE_OPTIONS,
     output: { type: "string" },
   },
   positionals: true,
@@ -96,19 +86,10 @@ interface ExportOptions {
 /** The influx options from the command line; UsageError for wrong ones or the wrong format. */
 function lineOptions(values: Record<string, string | undefined>, format: Format): LineOptions {
   if (format !== "influx") {
-    const given = ["measurement", "tags", "unsigned"].find((o) => values[o] !== undefined);
+    const given = Object.keys(LINE_OPTIONS).find((o) => values[o] !== undefined);
     if (given) throw new UsageError(`--${given} is for --format influx`);
   }
-  const measurement = values.measurement ?? DEFAULT_MEASUREMENT;
-  const bad = measurementProblem(measurement);
-  if (bad) throw new UsageError(`--measurement: ${bad}`);
-  const tags = parseTags(values.tags ?? DEFAULT_TAGS);
-  if (typeof tags === "string") throw new UsageError(`--tags: ${tags}`);
-  const unsigned = values.unsigned ?? "i";
-  if (unsigned !== "i" && unsigned !== "u") {
-    throw new UsageError(`--unsigned takes i or u, not "${unsigned}"`);
-  }
-  return { measurement, tags, unsigned };
+  return parseLineOptions(values);
 }
 
 export async function main(args: string[]): Promise<number> {
@@ -280,7 +261,7 @@ function jsonlRows(config: Config): Rows {
 }
 
 function influxRows(config: Config, opts: LineOptions): Rows {
-  const lines = new LineEncoder(config, opts);
+  const lines = lineEncoder(config, opts);
   return {
     header: "",
     row: (r, packet) => lines.encode(packet, r.payload, r.timeNs),
@@ -308,12 +289,7 @@ function formatRows(config: Config, opts: ExportOptions): Rows {
     case "jsonl":
       return jsonlRows(config);
   }
-  try {
-    return influxRows(config, opts.influx);
-  } catch (e) {
-    if (e instanceof LineOptionError) throw new UserError(e.message);
-    throw e;
-  }
+  return influxRows(config, opts.influx);
 }
 
 async function exportLog(

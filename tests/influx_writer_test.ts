@@ -39,6 +39,14 @@ function flight(n: number): { lines: string[]; expected: ExpectedPoint[] } {
   return { lines, expected };
 }
 
+/** A server with the database "flight"; `stopped`: stopped again, to be restarted later. */
+async function flightServer(opts: { stopped?: boolean; maxBodySize?: number } = {}) {
+  const influx = await Influxd.start({ maxBodySize: opts.maxBodySize });
+  await influx.createDatabase("flight");
+  if (opts.stopped) await influx.stop();
+  return influx;
+}
+
 function v1(influx: Influxd, db = "flight"): WriteTarget {
   return {
     url: `${influx.url}/write?db=${db}&precision=ns`,
@@ -68,8 +76,7 @@ async function settled(w: InfluxWriter, what: string, timeoutMs = 20_000): Promi
 }
 
 Deno.test("influx writer: every point arrives exactly, in batches", async () => {
-  await using influx = await Influxd.start();
-  await influx.createDatabase("flight");
+  await using influx = await flightServer();
   const { lines, expected } = flight(3000);
   const { w, said } = writer(v1(influx));
   for (const l of lines) assert.ok(w.add(l));
@@ -84,9 +91,7 @@ Deno.test("influx writer: every point arrives exactly, in batches", async () => 
 });
 
 Deno.test("influx writer: a server down at start, then killed and restarted, loses nothing", async () => {
-  await using influx = await Influxd.start();
-  await influx.createDatabase("flight");
-  await influx.stop();
+  await using influx = await flightServer({ stopped: true });
   const { lines, expected } = flight(4000);
   const { w, said } = writer(v1(influx));
   for (const l of lines.slice(0, 1000)) w.add(l);
@@ -123,9 +128,7 @@ Deno.test("influx writer: a server down at start, then killed and restarted, los
 });
 
 Deno.test("influx writer: a full queue drops new points and counts each one", async () => {
-  await using influx = await Influxd.start();
-  await influx.createDatabase("flight");
-  await influx.stop();
+  await using influx = await flightServer({ stopped: true });
   const { lines } = flight(2000);
   const { w, said } = writer(v1(influx), { queueBytes: 40_000 });
   let taken = 0;
@@ -148,8 +151,7 @@ Deno.test("influx writer: a full queue drops new points and counts each one", as
 });
 
 Deno.test("influx writer: points InfluxDB refuses are counted, not retried; the rest written", async () => {
-  await using influx = await Influxd.start();
-  await influx.createDatabase("flight");
+  await using influx = await flightServer();
   // ALTITUDE is a float; a string first (in the same shard: the same week) makes every later
   // float ALTITUDE a type conflict.
   const first = await fetch(`${influx.url}/write?db=flight&precision=ns`, {
@@ -217,8 +219,7 @@ Deno.test("influx writer: credentials are read again after a 401", async () => {
 });
 
 Deno.test("influx writer: a request too large for the server is split until it fits", async () => {
-  await using influx = await Influxd.start({ maxBodySize: 20_000 });
-  await influx.createDatabase("flight");
+  await using influx = await flightServer({ maxBodySize: 20_000 });
   const { lines, expected } = flight(1000);
   const { w, said } = writer(v1(influx), { batchPoints: 1000 });
   for (const l of lines) w.add(l);
@@ -231,9 +232,7 @@ Deno.test("influx writer: a request too large for the server is split until it f
 });
 
 Deno.test("influx writer: close gives up after its grace time and says what is left", async () => {
-  await using influx = await Influxd.start();
-  await influx.createDatabase("flight");
-  await influx.stop();
+  await using influx = await flightServer({ stopped: true });
   const { lines } = flight(100);
   const { w } = writer(v1(influx));
   for (const l of lines) w.add(l);
