@@ -218,6 +218,8 @@ export class InfluxWriter {
         v.why,
         `${v.why}; keeping the points (queue bound ${mib(this.#o.queueBytes)}) and trying again`,
       );
+      // Both requests in flight may fail: one wait, one doubling.
+      if (this.#retryTimer !== undefined) return;
       const wait = v.retryAfterMs ?? this.#backoff / 2 + Math.random() * this.#backoff / 2;
       this.#backoff = Math.min(MAX_BACKOFF_MS, this.#backoff * 2);
       this.#retryTimer = setTimeout(() => {
