@@ -34,7 +34,7 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<CommandModul
     load: () => import("./logger/replay.ts"),
   },
   "export": {
-    about: "decode a log to CSV or JSON lines",
+    about: "decode a log to CSV, JSON lines or InfluxDB line protocol",
     load: () => import("./logger/export.ts"),
   },
   "sim": {
@@ -48,6 +48,10 @@ const COMMANDS: Record<string, { about: string; load: () => Promise<CommandModul
   "bridge": {
     about: "publish every datagram and its values to an MQTT broker",
     load: () => import("./bridge/main.ts"),
+  },
+  "influx": {
+    about: "write every packet to InfluxDB as it arrives",
+    load: () => import("./influx/main.ts"),
   },
   "check-config": {
     about: "validate a vehicle config and summarise it",

@@ -29,7 +29,8 @@ Runs gsw's benchmarks (foundation and pipeline) and prints one JSON line per met
 
 Needs a release build first: cargo build --release  (target/release/libgsw.so,
 gsw-bench-native and ${BENCH_LIBRARY_FILE}). The pipeline groups (ingest, e2e, fanout, rss)
-start gsw's logger, decom and broker on a private run directory and free UDP ports.
+start gsw's logger, decom and broker on a private run directory and free UDP ports; influx
+also needs Debian's influxd (apt-get install influxdb), which it starts on free ports.
 
 Examples:
   deno task bench > bench.jsonl
@@ -252,6 +253,18 @@ const GROUPS: Group[] = [
     timeout: 900,
   },
   {
+    name: "influx",
+    what: "the live InfluxDB writer's sustained points/s with no loss vs a plain fetch loop",
+    commands: (q) => [[deno, [
+      "run",
+      "--allow-all",
+      "--no-lock",
+      `${ROOT}/bench/influx.ts`,
+      ...(q ? ["--quick"] : []),
+    ]]],
+    timeout: 300,
+  },
+  {
     name: "soak",
     what: "decom's RSS growth with no logger, then a logger, vs its backlog bound (2 x 120 s)",
     commands: (q, _pin, work) => [
@@ -294,6 +307,8 @@ const TARGETS: Record<string, { op: "<=" | ">=" | "<"; bound: number }> = {
   peer_rit_p50_ratio: { op: "<=", bound: 0.8 },
   peer_rit_p99_ratio: { op: "<=", bound: 1 },
   peer_rit_lost_pct_diff: { op: "<=", bound: 0 },
+  influx_writer_points_per_s: { op: ">=", bound: 100_000 },
+  influx_writer_loss_pct_at_100k: { op: "<=", bound: 0 },
 };
 
 /** The table on stderr is short: medians, per-call costs, rates, ratios (all lines go to stdout). */
@@ -329,6 +344,7 @@ const REQUIRED: Record<string, string[]> = {
   fanout: ["fanout_decom_cost_ratio_64", "broker_ns_per_subscriber_update"],
   rss: ["pipeline_rss_mb"],
   soak: ["soak_rss_growth_no_logger_mb", "soak_rss_growth_logger_mb"],
+  influx: ["influx_writer_points_per_s", "influx_post_points_per_s"],
   "peer-rit": [
     "peer_rit_p50_ratio",
     "peer_rit_p99_ratio",

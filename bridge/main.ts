@@ -5,7 +5,7 @@
  * the network for the broker's host and port only.
  */
 import { numberOption, parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
-import { followParent, PARENT_OPTION, relaunch } from "../cli/relaunch.ts";
+import { followParent, LIBRARY, PARENT_OPTION, relaunch } from "../cli/relaunch.ts";
 import { readPasswordEnv, readPasswordFile } from "../cli/secrets.ts";
 import { loadCommandConfig } from "../cli/service.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
@@ -93,9 +93,6 @@ examples:
   },
 } as const;
 
-const LIBRARY = decodeURIComponent(
-  new URL("../target/release/libgsw.so", import.meta.url).pathname,
-);
 /**
  * Variables the MQTT client's npm dependencies look up at load; ignored (as unset) rather than
  * granted, so the bridge reads no environment beyond its own.

@@ -7,6 +7,10 @@ import { UserError } from "./args.ts";
 import { dieWithParent } from "../ffi/mod.ts";
 
 const MAIN = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
+/** The native library, for `--allow-ffi=` of a relaunched command. */
+export const LIBRARY = decodeURIComponent(
+  new URL("../target/release/libgsw.so", import.meta.url).pathname,
+);
 
 /** The option that tells a relaunched command the pid of the process that started it. */
 export const PARENT_OPTION = { parent: { type: "string" } } as const;

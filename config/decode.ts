@@ -16,23 +16,23 @@ const scratch = new Uint8Array(8);
 const view = new DataView(scratch.buffer);
 const utf8 = new TextDecoder();
 
-/** Copies `size` bytes into the scratch word, right-aligned for big-endian reads of < 8 bytes. */
-function load(bytes: Uint8Array, size: number, little: boolean): void {
+/** Copies `size` bytes from `bytes[at]` into the scratch word, right-aligned for big-endian. */
+function load(bytes: Uint8Array, at: number, size: number, little: boolean): void {
   scratch.fill(0);
-  const at = little ? 0 : 8 - size;
-  for (let i = 0; i < size; i++) scratch[at + i] = bytes[i];
+  const to = little ? 0 : 8 - size;
+  for (let i = 0; i < size; i++) scratch[to + i] = bytes[at + i];
 }
 
-/** Unsigned integer of ≤ 6 bytes: exact in a double, no allocation. */
-function unsignedNumber(bytes: Uint8Array, size: number, little: boolean): number {
+/** Unsigned integer of ≤ 6 bytes at `bytes[at]`: exact in a double, no allocation. */
+function unsignedNumber(bytes: Uint8Array, at: number, size: number, little: boolean): number {
   let v = 0;
-  if (little) { for (let i = size - 1; i >= 0; i--) v = v * 256 + bytes[i]; }
-  else for (let i = 0; i < size; i++) v = v * 256 + bytes[i];
+  if (little) { for (let i = at + size - 1; i >= at; i--) v = v * 256 + bytes[i]; }
+  else for (let i = at; i < at + size; i++) v = v * 256 + bytes[i];
   return v;
 }
 
-function unsignedBigint(bytes: Uint8Array, size: number, little: boolean): bigint {
-  load(bytes, size, little);
+function unsignedBigint(bytes: Uint8Array, at: number, size: number, little: boolean): bigint {
+  load(bytes, at, size, little);
   // Big-endian values were right-aligned, so both cases read the whole word.
   return view.getBigUint64(0, little);
 }
@@ -43,52 +43,58 @@ function unsignedBigint(bytes: Uint8Array, size: number, little: boolean): bigin
  * copy, so the caller may reuse its buffer.
  */
 export function decodeRaw(m: Measurement, bytes: Uint8Array): RawValue {
-  const size = m.size;
-  if (bytes.length !== size) {
-    throw new RangeError(`measurement "${m.name}" is ${size} bytes, got ${bytes.length}`);
+  if (bytes.length !== m.size) {
+    throw new RangeError(`measurement "${m.name}" is ${m.size} bytes, got ${bytes.length}`);
   }
+  return rawAt(m, bytes, 0);
+}
+
+/** `decodeRaw` of the `m.size` bytes at `bytes[at]`, which the caller has checked are there. */
+function rawAt(m: Measurement, bytes: Uint8Array, at: number): RawValue {
+  const size = m.size;
   const little = m.endianness === "little";
   switch (m.type) {
     case "float":
-      load(bytes, size, little);
+      load(bytes, at, size, little);
       return size === 4 ? view.getFloat32(little ? 0 : 4, little) : view.getFloat64(0, little);
     case "string": {
-      const end = bytes.indexOf(0);
-      return utf8.decode(end < 0 ? bytes : bytes.subarray(0, end));
+      const text = bytes.subarray(at, at + size);
+      const end = text.indexOf(0);
+      return utf8.decode(end < 0 ? text : text.subarray(0, end));
     }
     case "bytes":
-      return bytes.slice();
+      return bytes.slice(at, at + size);
   }
-  if (m.bits) return bitField(m, bytes, little);
+  if (m.bits) return bitField(m, bytes, at, little);
   if (m.type === "bool") {
-    for (let i = 0; i < size; i++) if (bytes[i] !== 0) return true;
+    for (let i = at; i < at + size; i++) if (bytes[i] !== 0) return true;
     return false;
   }
   if (size <= 4) {
-    const v = unsignedNumber(bytes, size, little);
+    const v = unsignedNumber(bytes, at, size, little);
     // Shifting the sign bit to bit 31 and back sign-extends in 32-bit integer arithmetic.
     const shift = 32 - size * 8;
     return m.type === "int" ? (v << shift) >> shift : v;
   }
   if (size <= 6) {
-    const v = unsignedNumber(bytes, size, little);
+    const v = unsignedNumber(bytes, at, size, little);
     const bits = size * 8;
     return m.type === "int" && v >= 2 ** (bits - 1) ? v - 2 ** bits : v;
   }
-  const v = unsignedBigint(bytes, size, little);
+  const v = unsignedBigint(bytes, at, size, little);
   return m.type === "int" ? BigInt.asIntN(size * 8, v) : v;
 }
 
 /** Bit `offset` counts from the least significant bit of the container integer. */
-function bitField(m: Measurement, bytes: Uint8Array, little: boolean): RawValue {
+function bitField(m: Measurement, bytes: Uint8Array, at: number, little: boolean): RawValue {
   const { offset, width } = m.bits!;
   let field: number | bigint;
   if (m.size <= 6) {
-    const container = unsignedNumber(bytes, m.size, little);
+    const container = unsignedNumber(bytes, at, m.size, little);
     field = Math.floor(container / 2 ** offset) % 2 ** width;
     if (m.type === "int" && field >= 2 ** (width - 1)) field -= 2 ** width;
   } else {
-    const container = unsignedBigint(bytes, m.size, little);
+    const container = unsignedBigint(bytes, at, m.size, little);
     let f = (container >> BigInt(offset)) & ((1n << BigInt(width)) - 1n);
     if (m.type === "int") f = BigInt.asIntN(width, f);
     field = width <= 48 ? Number(f) : f;
@@ -166,6 +172,18 @@ export function limitState(m: Measurement, value: RawValue): LimitState {
   return "ok";
 }
 
+/** Each packet's measurements in field order, per config: looked up once, not per packet. */
+const packetMeasurements = new WeakMap<Config, Measurement[][]>();
+
+function measurementsOf(config: Config): Measurement[][] {
+  let all = packetMeasurements.get(config);
+  if (!all) {
+    all = config.packets.map((p) => p.fields.map((f) => config.measurements[f.measurement]));
+    packetMeasurements.set(config, all);
+  }
+  return all;
+}
+
 /** One measurement of a decoded packet. */
 export interface DecodedField {
   measurement: Measurement;
@@ -188,11 +206,19 @@ export function decodePacket(
 ): DecodedField[] {
   const packet = config.packets[packetIndex];
   if (!packet) throw new RangeError(`packet ${packetIndex} does not exist in "${config.name}"`);
-  const out: DecodedField[] = [];
-  for (const f of packet.fields) {
-    const m = config.measurements[f.measurement];
-    const raw = decodeRaw(m, bytes.subarray(f.offset, f.offset + f.size));
-    out.push({ measurement: m, raw, value: toEngineering(m, raw) });
+  const fields = measurementsOf(config)[packetIndex];
+  // Fields are sorted by offset and the last one ends by the packet's size: one check for all.
+  const last = packet.fields.at(-1);
+  if (last && bytes.length < last.offset + last.size) {
+    throw new RangeError(
+      `packet "${packet.name}" needs ${last.offset + last.size} bytes, got ${bytes.length}`,
+    );
+  }
+  const out: DecodedField[] = new Array(fields.length);
+  for (let i = 0; i < fields.length; i++) {
+    const m = fields[i];
+    const raw = rawAt(m, bytes, packet.fields[i].offset);
+    out[i] = { measurement: m, raw, value: toEngineering(m, raw) };
   }
   return out;
 }

@@ -4,7 +4,7 @@
  * restarts itself with exactly the permissions it needs (network for the listen address only).
  */
 import { parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
-import { followParent, PARENT_OPTION, relaunch } from "../cli/relaunch.ts";
+import { followParent, LIBRARY, PARENT_OPTION, relaunch } from "../cli/relaunch.ts";
 import { loadCommandConfig } from "../cli/service.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
 import { openRunDir } from "../control/rundir.ts";
@@ -55,9 +55,6 @@ export const DEFAULT_PORT = 8080;
 const PORT_TRIES = 20;
 
 const STATIC_DIR = decodeURIComponent(new URL("./static", import.meta.url).pathname);
-const LIBRARY = decodeURIComponent(
-  new URL("../target/release/libgsw.so", import.meta.url).pathname,
-);
 
 /** `HOST:PORT` (or `HOST`, or `:PORT`) with the defaults; `explicitPort` if a port was given. */
 export function parseListen(

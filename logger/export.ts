@@ -1,15 +1,24 @@
-/** `export`: decodes logged packets with a vehicle config into CSV or JSON lines. */
+/**
+ * `export`: decodes logged packets with a vehicle config into CSV, JSON lines or InfluxDB line
+ * protocol (docs/export.md).
+ */
 import { dirname, resolve } from "node:path";
 import { type CommandSpec, parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
 import {
   type Config,
   ConfigError,
-  decodeValue,
+  decodePacket,
   loadConfig,
-  type Measurement,
   type RawValue,
 } from "../config/mod.ts";
 import { Identifier, type Rejection, REJECTION_NAMES } from "../decom/identify.ts";
+import type { LineOptions } from "../influx/line.ts";
+import {
+  LINE_OPTIONS,
+  lineEncoder,
+  lineOptions as parseLineOptions,
+  lineOptionsHelp,
+} from "../influx/options.ts";
 import { type LogEntry, LogReader } from "./format.ts";
 import { logFiles } from "./paths.ts";
 import { plural } from "./text.ts";
@@ -17,7 +26,7 @@ import { CONFIG_COPY } from "./writer.ts";
 
 const SPEC: CommandSpec = {
   name: "export",
-  usage: "export [--config FILE] LOG… [--format csv|jsonl] [--output FILE]",
+  usage: "export [--config FILE] LOG… [--format csv|jsonl|influx] [--fill] [--output FILE]",
   help: `
 Decodes a log with a vehicle config: each record is identified as decom does (port, id field,
 exact length) and its measurements are decoded to engineering values (conversions applied,
@@ -27,23 +36,35 @@ counted on stderr, not exported.
 
 CSV: a header row, then one row per packet: time_ns (receive time, ns since the Unix epoch),
 time_utc (ISO 8601), packet, then one column per measurement, empty when the packet does not
-carry it. JSONL: one object per packet: {"time_ns":"…","time_utc":"…","packet":"…",
-"source":"…","measurements":{NAME: value, …}}; 64-bit integers are strings, as is time_ns,
-so no value loses precision; NaN and infinities are the strings "NaN", "Infinity".
+carry it; with --fill, each measurement's latest value so far instead (empty only before its
+first packet), so a spreadsheet can plot any column against time.
+JSONL: one object per packet: {"time_ns":"…","time_utc":"…","packet":"…","source":"…",
+"measurements":{NAME: value, …}}; 64-bit integers are strings, as is time_ns, so no value
+loses precision; NaN and infinities are the strings "NaN", "Infinity".
+influx: InfluxDB line protocol, one point per packet, its measurements as fields, timestamps
+in ns (load with precision=ns): enum labels and strings as strings, booleans, integers as
+integers (64-bit ones exact), floats and converted values as floats with every digit. NaN
+and infinities are left out (Influx stores neither) and counted on stderr.
 
 Options:
   --config FILE          vehicle config (default: the config.yaml the logger copied beside
                          the first log); a warning says if the log was recorded with another
-  --format csv|jsonl     output format (default csv)
+  --format csv|jsonl|influx   output format (default csv)
+  --fill                 csv: fill every row with each measurement's latest value
+${lineOptionsHelp("influx: ")}
   --output FILE          write there instead of stdout (the export task may not write files:
                          redirect stdout, or run the deno line it prints)
 
 Examples:
   deno task export logs/2025-06-01T14-03-12Z > flight.csv
+  deno task export --fill logs/2025-06-01T14-03-12Z > flight-filled.csv
+  deno task export --format influx --tags source,packet,flight=F3 logs/2025-06-01T14-03-12Z > flight.lp
   deno task export --config examples/rocket.yaml --format jsonl run/gsw-0001.gswlog`,
   options: {
     config: { type: "string" },
     format: { type: "string" },
+    fill: { type: "boolean" },
+    ...LINE_OPTIONS,
     output: { type: "string" },
   },
   positionals: true,
@@ -52,7 +73,24 @@ Examples:
 /** Characters buffered before a write. */
 const CHUNK = 1 << 16;
 
-type Format = "csv" | "jsonl";
+const FORMATS = ["csv", "jsonl", "influx"] as const;
+type Format = typeof FORMATS[number];
+
+interface ExportOptions {
+  format: Format;
+  /** csv: every row holds each measurement's latest value. */
+  fill: boolean;
+  influx: LineOptions;
+}
+
+/** The influx options from the command line; UsageError for wrong ones or the wrong format. */
+function lineOptions(values: Record<string, string | undefined>, format: Format): LineOptions {
+  if (format !== "influx") {
+    const given = Object.keys(LINE_OPTIONS).find((o) => values[o] !== undefined);
+    if (given) throw new UsageError(`--${given} is for --format influx`);
+  }
+  return parseLineOptions(values);
+}
 
 export async function main(args: string[]): Promise<number> {
   return await runCommand(SPEC, async () => {
@@ -61,10 +99,16 @@ export async function main(args: string[]): Promise<number> {
     if (positionals.length === 0) {
       throw new UsageError("which log? give a log file or run directory");
     }
-    const format: string = values.format ?? "csv";
-    if (format !== "csv" && format !== "jsonl") {
-      throw new UsageError(`--format takes csv or jsonl, not "${format}"`);
+    const format = (values.format ?? "csv") as Format;
+    if (!FORMATS.includes(format)) {
+      throw new UsageError(`--format takes ${FORMATS.join(", ")}, not "${values.format}"`);
     }
+    if (values.fill && format !== "csv") throw new UsageError("--fill is for --format csv");
+    const opts: ExportOptions = {
+      format,
+      fill: values.fill ?? false,
+      influx: lineOptions(values, format),
+    };
     const files = await logFiles(positionals);
     const configPath: string = values.config ?? `${dirname(files[0])}/${CONFIG_COPY}`;
     let config: Config;
@@ -75,9 +119,10 @@ export async function main(args: string[]): Promise<number> {
       const hint = values.config ? "" : " (no config given: give one with --config FILE)";
       throw new UserError(`cannot use the config${hint}:\n${e.message}`);
     }
+    const rows = formatRows(config, opts);
     const out = await openOutput(values.output, args);
     try {
-      return await exportLog(files, config, format, out);
+      return await exportLog(files, config, rows, out);
     } catch (e) {
       // A reader that went away (`export … | head`) is not an error.
       if (e instanceof Deno.errors.BrokenPipe) return 0;
@@ -109,16 +154,6 @@ async function openOutput(path: string | undefined, args: string[]): Promise<Out
     }
     throw new UserError(`cannot write ${path}: ${(e as Error).message}`);
   }
-}
-
-/** Where a packet's measurements go: column, measurement, bytes. */
-interface Slot {
-  column: number;
-  /** The measurement's name as a JSON string. */
-  key: string;
-  m: Measurement;
-  offset: number;
-  size: number;
 }
 
 const encoder = new TextEncoder();
@@ -176,44 +211,108 @@ const isoNs = (() => {
   };
 })();
 
-async function exportLog(
-  files: string[],
-  config: Config,
-  format: Format,
-  out: Output,
-): Promise<number> {
+/** One output format: its first lines, the text of each identified packet, notes for stderr. */
+interface Rows {
+  header: string;
+  row(r: LogEntry, packet: number): string;
+  notes(): string[];
+}
+
+function csvRows(config: Config, fill: boolean): Rows {
   // One column per measurement some packet carries, in config order.
   const carried = config.measurements.filter((m) => m.packets.length > 0);
   const columnOf = new Map(carried.map((m, i) => [m.index, i]));
-  const slots: Slot[][] = config.packets.map((p) =>
-    p.fields.map((f) => ({
-      column: columnOf.get(f.measurement)!,
-      key: JSON.stringify(config.measurements[f.measurement].name),
-      m: config.measurements[f.measurement],
-      offset: f.offset,
-      size: f.size,
-    }))
+  const columns = config.packets.map((p) => p.fields.map((f) => columnOf.get(f.measurement)!));
+  const cells: string[] = new Array(carried.length).fill("");
+  return {
+    header: ["time_ns", "time_utc", "packet", ...carried.map((m) => csvText(m.name))].join(",") +
+      "\n",
+    row(r, packet) {
+      // Without --fill a row holds only its own packet's values; with it, the latest of each.
+      if (!fill) cells.fill("");
+      const col = columns[packet];
+      decodePacket(config, packet, r.payload).forEach((f, i) => cells[col[i]] = csvCell(f.value));
+      return `${r.timeNs},${isoNs(r.timeNs)},${config.packets[packet].name},${cells.join(",")}\n`;
+    },
+    notes: () => [],
+  };
+}
+
+function jsonlRows(config: Config): Rows {
+  const keys = config.packets.map((p) =>
+    p.fields.map((f) => JSON.stringify(config.measurements[f.measurement].name))
   );
+  const heads = config.packets.map((p) =>
+    `,"packet":${JSON.stringify(p.name)},"source":${JSON.stringify(p.source)},"measurements":{`
+  );
+  return {
+    header: "",
+    row(r, packet) {
+      const k = keys[packet];
+      const parts = decodePacket(config, packet, r.payload).map((f, i) =>
+        `${k[i]}:${jsonValue(f.value)}`
+      );
+      return `{"time_ns":"${r.timeNs}","time_utc":"${isoNs(r.timeNs)}"${heads[packet]}${
+        parts.join(",")
+      }}}\n`;
+    },
+    notes: () => [],
+  };
+}
+
+function influxRows(config: Config, opts: LineOptions): Rows {
+  const lines = lineEncoder(config, opts);
+  return {
+    header: "",
+    row: (r, packet) => lines.encode(packet, r.payload, r.timeNs),
+    notes: () => [
+      ...lines.renamed.map((n) =>
+        `measurement "${n}" written as field "${n}_" (InfluxDB refuses "${n}")`
+      ),
+      ...[...lines.omitted].map(([why, n]) => `${why}: ${n}`),
+      ...(lines.nudged
+        ? [
+          `${
+            plural(lines.nudged, "packet")
+          } received in the same nanosecond as the one before of its series written 1 ns later, so that InfluxDB keeps both`,
+        ]
+        : []),
+    ],
+  };
+}
+
+/** The rows of the chosen format; a UserError when the options cannot work with this config. */
+function formatRows(config: Config, opts: ExportOptions): Rows {
+  switch (opts.format) {
+    case "csv":
+      return csvRows(config, opts.fill);
+    case "jsonl":
+      return jsonlRows(config);
+  }
+  return influxRows(config, opts.influx);
+}
+
+async function exportLog(
+  files: string[],
+  config: Config,
+  rows: Rows,
+  out: Output,
+): Promise<number> {
   // Each decom identifies only its own source's packets; a record's source says which.
   const bySource = config.sources.map((s) => new Identifier(config, s.name));
   const any = new Identifier(config);
 
-  let text = "";
+  let text = rows.header;
   const flush = async () => {
     const bytes = encoder.encode(text);
     for (let at = 0; at < bytes.length;) at += await out.write(bytes.subarray(at));
     text = "";
   };
-  if (format === "csv") {
-    text += ["time_ns", "time_utc", "packet", ...carried.map((m) => csvText(m.name))].join(",") +
-      "\n";
-  }
 
   const reader = new LogReader(files);
   const rejected = new Map<Rejection, number>();
   const warnedHashes = new Set<string>();
   let decoded = 0;
-  const cells: string[] = new Array(carried.length);
   for await (const batch of reader.batches()) {
     for (const r of batch) {
       warnHash(r, config, warnedHashes);
@@ -223,24 +322,8 @@ async function exportLog(
         rejected.set(verdict as Rejection, (rejected.get(verdict as Rejection) ?? 0) + 1);
         continue;
       }
-      const packet = config.packets[verdict];
       decoded++;
-      if (format === "csv") {
-        cells.fill("");
-        for (const s of slots[verdict]) {
-          cells[s.column] = csvCell(
-            decodeValue(s.m, r.payload.subarray(s.offset, s.offset + s.size)),
-          );
-        }
-        text += `${r.timeNs},${isoNs(r.timeNs)},${packet.name},${cells.join(",")}\n`;
-      } else {
-        const parts = slots[verdict].map((s) =>
-          `${s.key}:${jsonValue(decodeValue(s.m, r.payload.subarray(s.offset, s.offset + s.size)))}`
-        );
-        text += `{"time_ns":"${r.timeNs}","time_utc":"${isoNs(r.timeNs)}","packet":${
-          JSON.stringify(packet.name)
-        },"source":${JSON.stringify(packet.source)},"measurements":{${parts.join(",")}}}\n`;
-      }
+      text += rows.row(r, verdict);
     }
     if (text.length >= CHUNK) await flush();
   }
@@ -255,6 +338,7 @@ async function exportLog(
       (s.corrupt ? `; damaged regions skipped: ${s.corrupt} (${s.corruptBytes} bytes)` : "") +
       (s.truncated ? `; files ending in a truncated record: ${s.truncated}` : ""),
   );
+  for (const n of rows.notes()) console.error(`export: ${n}`);
   for (const p of s.problems) console.error(`export: ${p}`);
   return s.badFiles > 0 ? 1 : 0;
 }

@@ -4,12 +4,14 @@
  */
 import assert from "node:assert/strict";
 import {
+  decodePacket,
   decodeRaw,
   decodeValue,
   encodeEngineering,
   encodeRaw,
   formatValue,
   limitState,
+  loadConfig,
   type Measurement,
   type RawValue,
   toEngineering,
@@ -350,4 +352,30 @@ Deno.test("encodeEngineering inverts conversions and enums, and clamps", () => {
   assert.equal(encodeEngineering(meas({ type: "uint", size: 8 }), 1e30), 2n ** 64n - 1n);
   assert.equal(encodeEngineering(meas({ type: "int", size: 8 }), -5n), -5n);
   assert.equal(encodeEngineering(meas({ type: "float", size: 4 }), 1.25), 1.25);
+});
+
+Deno.test("decodePacket: every field of a packet inside a larger buffer, as decodeRaw reads it", async () => {
+  const config = await loadConfig(new URL("../examples/rocket.yaml", import.meta.url).pathname);
+  for (const p of config.packets) {
+    for (let round = 0; round < 50; round++) {
+      // At an odd offset of a larger buffer, as packets come from decom's packet ring.
+      const big = randomBytes(p.size + 7);
+      const bytes = big.subarray(3, 3 + p.size);
+      const fields = decodePacket(config, p.index, bytes);
+      assert.equal(fields.length, p.fields.length);
+      fields.forEach((f, i) => {
+        const pf = p.fields[i];
+        const m = config.measurements[pf.measurement];
+        assert.equal(f.measurement, m);
+        const alone = bytes.slice(pf.offset, pf.offset + pf.size);
+        assert.deepEqual(f.raw, decodeRaw(m, alone), `${p.name}.${m.name}`);
+        assert.deepEqual(f.value, decodeValue(m, alone), `${p.name}.${m.name}`);
+      });
+    }
+    // Too short for its last field (padding after it may be missing: nothing reads it).
+    const last = p.fields.at(-1)!;
+    const short = new Uint8Array(last.offset + last.size - 1);
+    assert.throws(() => decodePacket(config, p.index, short), RangeError);
+  }
+  assert.throws(() => decodePacket(config, config.packets.length, new Uint8Array(64)), RangeError);
 });

@@ -1,81 +1,10 @@
 /** `export` as a real process: a log of simulator packets decodes to what the packets encode. */
 import assert from "node:assert/strict";
-import { type Config, decodeValue, parseConfig, type RawValue } from "../config/mod.ts";
-import { encodeLog, type LogRecord } from "../logger/format.ts";
-import { createSimState, makePacket, PHASES } from "../sim/generate.ts";
-import { REPO, spawn } from "./helpers/pipeline.ts";
+import type { RawValue } from "../config/mod.ts";
+import { PHASES } from "../sim/generate.ts";
+import { CONFIG, CONFIG_BYTES, CONFIG_FILE, writeLog } from "./export_helpers.ts";
+import { spawn } from "./helpers/pipeline.ts";
 import { runTask, tempDir } from "./logger_helpers.ts";
-
-const T0 = 1_760_000_000_000_000_000n;
-const CONFIG_FILE = `${REPO}/examples/rocket.yaml`;
-const CONFIG_BYTES = await Deno.readFile(CONFIG_FILE);
-const CONFIG = parseConfig(CONFIG_BYTES, CONFIG_FILE);
-
-interface Sent {
-  timeNs: bigint;
-  packet: string;
-  /** Measurement name → value decoded from the packet's bytes at the config's offsets. */
-  values: Map<string, RawValue>;
-}
-
-/** What a packet encodes: each field decoded from its own bytes, as the config lays it out. */
-function encodedValues(config: Config, packetIndex: number, bytes: Uint8Array) {
-  const values = new Map<string, RawValue>();
-  for (const f of config.packets[packetIndex].fields) {
-    const m = config.measurements[f.measurement];
-    values.set(m.name, decodeValue(m, bytes.subarray(f.offset, f.offset + f.size)));
-  }
-  return values;
-}
-
-function rec(timeNs: bigint, dstPort: number, payload: Uint8Array, flags = 0): LogRecord {
-  return {
-    timeNs,
-    source: 0,
-    dstPort,
-    srcAddress: "127.0.0.1",
-    srcPort: 40000,
-    flags,
-    origLength: flags ? payload.length + 50 : payload.length,
-    payload,
-  };
-}
-
-/** A log of 20 rounds of every packet type, with rejects mixed in; and what it should decode to. */
-async function writeLog(path: string): Promise<Sent[]> {
-  const state = createSimState(CONFIG, 7);
-  const records: LogRecord[] = [];
-  const sent: Sent[] = [];
-  for (let round = 0; round < 20; round++) {
-    for (const p of CONFIG.packets) {
-      const timeNs = T0 + BigInt(round) * 100_000_000n + BigInt(p.index) * 1_000_003n;
-      const bytes = makePacket(CONFIG, p, round / 10, state);
-      records.push(rec(timeNs, p.port, bytes));
-      sent.push({ timeNs, packet: p.name, values: encodedValues(CONFIG, p.index, bytes) });
-    }
-    if (round % 5 === 0) {
-      const nav = makePacket(CONFIG, CONFIG.packets[0], 0, state);
-      records.push(rec(T0, 49999, new TextEncoder().encode("garbage"))); // unknown port
-      records.push(rec(T0, 45001, nav.subarray(0, nav.length - 1))); // short
-      records.push(rec(T0, 45004, new Uint8Array(31).fill(9))); // unknown id
-      records.push(rec(T0, 45001, nav, 1)); // oversize: truncated by decom's buffer
-    }
-  }
-  await Deno.writeFile(
-    path,
-    encodeLog({
-      sequence: 1,
-      startNs: T0,
-      runStartNs: T0,
-      configHash: CONFIG.hash,
-      configName: CONFIG.name,
-      configPath: CONFIG_FILE,
-      host: "test",
-      gswVersion: "0.1.0",
-    }, records),
-  );
-  return sent;
-}
 
 /** RFC 4180 fields of one CSV line. */
 function csvFields(line: string): string[] {
@@ -164,6 +93,34 @@ Deno.test("export: CSV has one row per packet, one column per measurement, exact
   );
 });
 
+Deno.test("export: CSV --fill carries each measurement's latest value into every row", async () => {
+  await using dir = await tempDir("export-fill");
+  const log = `${dir.path}/gsw-0001.gswlog`;
+  const sent = await writeLog(log);
+  const r = await runTask("export", ["--config", CONFIG_FILE, "--fill", log]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trimEnd().split("\n");
+  const header = csvFields(lines[0]);
+  assert.equal(lines.length - 1, sent.length);
+  // What a spreadsheet needs: the newest value of every column at each row's time.
+  const latest = new Map<string, string>();
+  for (let i = 0; i < sent.length; i++) {
+    for (const [name, v] of sent[i].values) latest.set(name, asCsv(v));
+    const row = csvFields(lines[i + 1]);
+    assert.equal(row[0], String(sent[i].timeNs));
+    assert.equal(row[2], sent[i].packet);
+    for (let c = 3; c < header.length; c++) {
+      assert.equal(row[c], latest.get(header[c]) ?? "", `${header[c]} row ${i}`);
+    }
+  }
+  // Once every packet type has come, no cell is empty.
+  const full = lines.slice(1 + CONFIG.packets.length).map(csvFields);
+  assert.ok(full.every((row) => row.every((cell) => cell !== "")));
+  // Unfilled rows of the same log differ: the fill really filled something.
+  const plain = await runTask("export", ["--config", CONFIG_FILE, log]);
+  assert.notEqual(plain.stdout, r.stdout);
+});
+
 Deno.test("export: JSONL has one object per packet with exact values and the time as a string", async () => {
   await using dir = await tempDir("export-jsonl");
   const log = `${dir.path}/gsw-0001.gswlog`;
@@ -222,8 +179,25 @@ Deno.test("export CLI: help, usage errors (exit 2), missing log (exit 1), --outp
   await using dir = await tempDir("export-cli");
   const help = await runTask("export", ["--help"]);
   assert.equal(help.code, 0);
-  assert.match(help.stdout, /^usage: export \[--config FILE\] LOG… \[--format csv\|jsonl\]/);
-  for (const args of [[], ["--format", "xml", "a.gswlog"], ["--bogus", "a.gswlog"], ["--output"]]) {
+  assert.match(
+    help.stdout,
+    /^usage: export \[--config FILE\] LOG… \[--format csv\|jsonl\|influx\] \[--fill\]/,
+  );
+  for (
+    const args of [
+      [],
+      ["--format", "xml", "a.gswlog"],
+      ["--bogus", "a.gswlog"],
+      ["--output"],
+      ["--fill", "--format", "jsonl", "a.gswlog"],
+      ["--tags", "source", "a.gswlog"],
+      ["--format", "influx", "--tags", "source,bogus", "a.gswlog"],
+      ["--format", "influx", "--tags", "source,source", "a.gswlog"],
+      ["--format", "influx", "--tags", "flight=", "a.gswlog"],
+      ["--format", "influx", "--unsigned", "x", "a.gswlog"],
+      ["--format", "influx", "--measurement", "{nope}", "a.gswlog"],
+    ]
+  ) {
     const r = await runTask("export", args);
     assert.equal(r.code, 2, `${args}: ${r.stderr}`);
     assert.match(r.stderr, /^gsw export: .+\nusage: export /, `${args}`);

@@ -38,7 +38,8 @@ export type GswTask =
   | "sim"
   | "check-config"
   | "dashboard"
-  | "bridge";
+  | "bridge"
+  | "influx";
 
 /**
  * The `deno run` arguments of a deno.json task, read from deno.json and run from REPO as the
