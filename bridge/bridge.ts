@@ -132,8 +132,10 @@ export class Bridge {
     });
     this.firstConnection = new Promise((resolve, reject) => {
       this.#client.once("connect", () => resolve());
-      this.#client.on("error", (e: Error & { code?: number }) => {
+      this.#client.on("error", (e: Error & { code?: number | string }) => {
+        if (this.#stats.connections > 0) return;
         if (e.code === 4 || e.code === 5) reject(new BrokerRefused(refusal(e.code, opts)));
+        if (isCertificateError(e)) reject(new BrokerRefused(untrusted(e, opts)));
       });
     });
     this.firstConnection.catch(() => {}); // observed by main; unhandled here is not an error
@@ -288,9 +290,15 @@ export class Bridge {
   }
 
   #onError(e: Error & { code?: number | string }): void {
-    // A login refused before any connection ends the bridge with that message (main.ts).
-    if ((e.code === 4 || e.code === 5) && this.#stats.connections === 0) return;
-    const why = typeof e.code === "number" ? refusal(e.code, this.#o) : e.message;
+    // A login or certificate refused before any connection ends the bridge with that message
+    // (main.ts): neither gets better by trying again.
+    const fatal = e.code === 4 || e.code === 5 || isCertificateError(e);
+    if (fatal && this.#stats.connections === 0) return;
+    const why = typeof e.code === "number"
+      ? refusal(e.code, this.#o)
+      : isCertificateError(e)
+      ? untrusted(e, this.#o)
+      : e.message;
     if (why !== this.#lastError) this.#o.log(`MQTT broker ${this.#o.url}: ${why}`);
     this.#lastError = why;
   }
@@ -374,4 +382,18 @@ function refusal(code: number, o: BridgeOptions): string {
     default:
       return `the broker refused the connection (code ${code})`;
   }
+}
+
+/** A TLS failure to trust the broker's certificate (node:tls error codes). */
+function isCertificateError(e: Error & { code?: number | string }): boolean {
+  return typeof e.code === "string" &&
+    /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER/.test(e.code);
+}
+
+function untrusted(e: Error, o: BridgeOptions): string {
+  return `the broker's TLS certificate is not trusted (${e.message}); ${
+    o.ca
+      ? "it is not signed by the --ca-file given"
+      : "give its certificate authority with --ca-file"
+  }`;
 }

@@ -3,7 +3,7 @@
  * source, broker and a live terminal view — on the embedded example or a given config, and
  * everything stopped and cleaned up on Ctrl-C or after `--duration`.
  */
-import { numberOption, parseCommand, runCommand, UserError } from "../cli/args.ts";
+import { numberOption, parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
 import { loadCommandConfig } from "../cli/service.ts";
 import { textLines } from "../cli/lines.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/mod.ts";
@@ -11,15 +11,18 @@ import { brokerSocket, decomSocket, loggerSocket, openRunDir } from "../control/
 import { UnixConnection, unlinkPath } from "../ffi/mod.ts";
 import { type ChildSpec, type LogLine, Supervisor } from "./supervisor.ts";
 import { parseListen, servePermissions } from "../dashboard/main.ts";
+import { bridgePermissions } from "../bridge/main.ts";
+import { parseMqttUrl } from "../config/mqtt.ts";
 import type { LiveView } from "./view.ts";
 
 const spec = {
   name: "start",
   usage: "start [--config FILE] [--duration S] [--run-dir DIR] [--log-dir DIR] [--no-sim] " +
-    "[--no-logger] [--no-view] [--no-dashboard] [--dashboard-listen HOST:PORT]",
+    "[--no-logger] [--no-view] [--no-dashboard] [--dashboard-listen HOST:PORT] [--mqtt URL]",
   help: `
 Runs the whole pipeline: the simulator (standing in for the vehicle), the logger, one decom
-per data source, the broker, the web dashboard (its URL is printed), and a live view of every
+per data source, the broker, the web dashboard (its URL is printed), the MQTT bridge when
+--mqtt is given, and a live view of every
 measurement (value, unit, update rate, age; stale values and limit violations stand out). Builds the native library first
 when it is missing or its Rust sources changed (cargo). Ctrl-C (or --duration) stops every process it started and removes their
 sockets.
@@ -39,11 +42,17 @@ options:
   --dashboard-listen HOST:PORT
                    where the dashboard serves (default 127.0.0.1:8080, or the next free
                    port); 0.0.0.0:PORT serves the field network, with an access token
+  --mqtt URL       also run the bridge, publishing every packet and its values to this
+                   MQTT broker (mqtt://HOST:PORT or mqtts://; docs/mqtt.md); for other
+                   bridge options run deno task bridge yourself instead
+  --mqtt-username U, --mqtt-password-file F, --mqtt-ca-file F
+                   the bridge's login and TLS certificate authority
   -h, --help       this help
 
 examples:
   deno task start
-  deno task start --config vehicle.yaml --no-sim`,
+  deno task start --config vehicle.yaml --no-sim
+  deno task start --mqtt mqtt://192.168.1.10:1883`,
   options: {
     config: { type: "string" },
     duration: { type: "string" },
@@ -54,6 +63,10 @@ examples:
     "no-view": { type: "boolean" },
     "no-dashboard": { type: "boolean" },
     "dashboard-listen": { type: "string" },
+    mqtt: { type: "string" },
+    "mqtt-username": { type: "string" },
+    "mqtt-password-file": { type: "string" },
+    "mqtt-ca-file": { type: "string" },
   },
 } as const;
 
@@ -154,11 +167,45 @@ async function ensureLibrary(say: (s: string) => void): Promise<void> {
   throw new UserError("building the native library failed (see cargo's messages above)");
 }
 
+/** The bridge as a child of start: its own permissions (the broker's host and port only). */
+function bridgeChild(
+  values: Record<string, string | undefined>,
+  configPath: string,
+): ChildSpec {
+  const broker = parseMqttUrl(values.mqtt!);
+  if (typeof broker === "string") throw new UsageError(`--mqtt: ${broker}`);
+  const files = [values["mqtt-password-file"], values["mqtt-ca-file"]].filter((f) =>
+    f !== undefined
+  );
+  const opt = (name: string, value: string | undefined) => value === undefined ? [] : [name, value];
+  return {
+    name: "bridge",
+    args: [
+      "run",
+      ...bridgePermissions(broker.host, broker.port, [configPath, ...files]),
+      MAIN,
+      "bridge",
+      "--config",
+      configPath,
+      "--mqtt",
+      values.mqtt!,
+      ...opt("--username", values["mqtt-username"]),
+      ...opt("--password-file", values["mqtt-password-file"]),
+      ...opt("--ca-file", values["mqtt-ca-file"]),
+    ],
+  };
+}
+
 export function main(args: string[]): Promise<number> {
   return runCommand(spec, async () => {
     const { values, help } = parseCommand(spec, args);
     if (help) return 0;
     const duration = numberOption(values.duration, "duration", { min: 0 });
+    for (const o of ["mqtt-username", "mqtt-password-file", "mqtt-ca-file"]) {
+      if (values[o] !== undefined && values.mqtt === undefined) {
+        throw new UsageError(`--${o} is for the bridge: give --mqtt URL too`);
+      }
+    }
     const config = await loadCommandConfig(values.config);
     // Children get read access to exactly this file, so name it absolutely.
     const configPath = Deno.realPathSync(config.file);
@@ -195,6 +242,8 @@ export function main(args: string[]): Promise<number> {
       });
     }
     for (const source of config.sources) {
+      // A source over MQTT reads its broker password (a file the config names).
+      const password = source.mqtt?.passwordFile;
       children.push({
         name: `decom[${source.name}]`,
         socket: decomSocket(runDir, source.name),
@@ -204,7 +253,7 @@ export function main(args: string[]): Promise<number> {
           ffi,
           env,
           quiet,
-          read,
+          password ? `${read},${password}` : read,
           MAIN,
           "decom",
           "--config",
@@ -235,9 +284,13 @@ export function main(args: string[]): Promise<number> {
         ],
       });
     }
-    if (!values["no-sim"]) {
+    if (values.mqtt !== undefined) children.push(bridgeChild(values, configPath));
+    const udp = config.sources.filter((s) => s.kind === "udp");
+    if (!values["no-sim"] && udp.length === 0) {
+      say("no UDP source in this config: not starting the simulator");
+    } else if (!values["no-sim"]) {
       const hosts = [
-        ...new Set(config.sources.map((s) => s.bind === "0.0.0.0" ? "127.0.0.1" : s.bind)),
+        ...new Set(udp.map((s) => s.bind === "0.0.0.0" ? "127.0.0.1" : s.bind)),
       ];
       children.push({
         name: "sim",

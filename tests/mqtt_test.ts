@@ -454,3 +454,89 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "mqtt: the bridge over TLS (mqtts://) with --ca-file; an untrusted broker is refused clearly",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using mq = await Mosquitto.start({ tls: true });
+    await using a = Pipeline.create();
+    await a.decom();
+    const url = `mqtts://127.0.0.1:${mq.tlsPort}`;
+    const untrusted = a.spawn("bridge", ["--config", a.configPath, "--mqtt", url]);
+    assertEquals((await untrusted.status).code, 1);
+    assert(
+      untrusted.lines.some((l) =>
+        /gsw bridge: mqtts:.*: the broker's TLS certificate is not trusted .*give its certificate authority with --ca-file/
+          .test(l)
+      ),
+      untrusted.lines.join("\n"),
+    );
+    const listener = await listen(url, "gsw/rocket/Nav", {
+      ca: Deno.readTextFileSync(mq.caFile),
+    });
+    try {
+      const br = a.spawn("bridge", [
+        "--config",
+        a.configPath,
+        "--mqtt",
+        url,
+        "--ca-file",
+        mq.caFile,
+      ]);
+      await br.waitFor(/connected to mqtts:/);
+      await br.waitFor(/reading every datagram/);
+      const sent = await sendFlight(a, 5);
+      await eventually(
+        "the values, over TLS",
+        () =>
+          listener.messages.length === sent.filter((s) => s.packet.name === "Nav").length ||
+          undefined,
+      );
+      await br.stop();
+      assertEquals(bridgeSummary(br).sent, sent.length);
+    } finally {
+      await listener.client.endAsync(true);
+    }
+  },
+});
+
+Deno.test({
+  name: "mqtt: start --mqtt on the field station, start on a laptop whose config reads MQTT",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await using mq = await Mosquitto.start();
+    await using a = Pipeline.create();
+    await using b = Pipeline.create({ configText: viaMqtt(a, mq.url) });
+    const start = (p: Pipeline, extra: string[]) =>
+      p.spawn("start", [
+        "--config",
+        p.configPath,
+        "--run-dir",
+        p.runDir,
+        "--log-dir",
+        `${p.dir}/logs`,
+        "--no-view",
+        "--no-dashboard",
+        "--duration",
+        "8",
+        ...extra,
+      ]);
+    const laptop = start(b, []);
+    await laptop.waitFor(/decom\[vehicle\]: MQTT broker .*: connected, subscribed/, 20_000);
+    const station = start(a, ["--mqtt", mq.url]);
+    await station.waitFor(/bridge: connected to mqtt:/, 20_000);
+    assertEquals((await station.status).code, 0, station.lines.join("\n"));
+    assertEquals((await laptop.status).code, 0, laptop.lines.join("\n"));
+    const said = laptop.lines.join("\n");
+    assert(said.includes("no UDP source in this config: not starting the simulator"), said);
+    const s = bridgeSummary(station);
+    assert(s.read > 100 && s.sent === s.read, JSON.stringify(s));
+    // The laptop's decom decoded and logged what the station's bridge sent while it ran.
+    const m = said.match(/decom\[vehicle\]: SIGTERM: stopping\. (\d+) datagrams .* 0 rejected/);
+    assert(m && Number(m[1]) > 100, said);
+  },
+});

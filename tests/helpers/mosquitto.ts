@@ -14,16 +14,20 @@ export interface MosquittoOptions {
   user?: { name: string; password: string };
   /** Keep sessions and queued messages across a stop (SIGTERM) and start. */
   persistence?: boolean;
+  /** Also listen for MQTT over TLS, with a certificate for 127.0.0.1 signed by `caFile`. */
+  tls?: boolean;
 }
 
 export class Mosquitto implements AsyncDisposable {
   readonly port = freeTcpPort();
   readonly wsPort: number | undefined;
+  readonly tlsPort: number | undefined;
   readonly dir = Deno.makeTempDirSync({ prefix: "gsw-mosquitto-" });
   #proc: Proc | undefined;
 
   private constructor(readonly opts: MosquittoOptions) {
     this.wsPort = opts.websockets ? freeTcpPort() : undefined;
+    this.tlsPort = opts.tls ? freeTcpPort() : undefined;
     const lines = [
       // Started as root, mosquitto becomes user "mosquitto", who cannot read this test's
       // private directory: stay who we are.
@@ -49,10 +53,86 @@ export class Mosquitto implements AsyncDisposable {
       lines.push(`listener ${this.wsPort} 127.0.0.1`, "protocol websockets");
       if (!opts.user) lines.push("allow_anonymous true");
     }
+    if (this.tlsPort !== undefined) {
+      this.#makeCertificates();
+      lines.push(
+        `listener ${this.tlsPort} 127.0.0.1`,
+        `cafile ${this.caFile}`,
+        `certfile ${this.dir}/server.pem`,
+        `keyfile ${this.dir}/server.key`,
+      );
+      if (!opts.user) lines.push("allow_anonymous true");
+    }
     if (opts.persistence) {
       lines.push("persistence true", `persistence_location ${this.dir}/`);
     }
     Deno.writeTextFileSync(`${this.dir}/mosquitto.conf`, lines.join("\n") + "\n");
+  }
+
+  /** The certificate authority that signed the TLS listener's certificate. */
+  get caFile(): string {
+    return `${this.dir}/ca.pem`;
+  }
+
+  /** A throwaway CA and a server certificate for 127.0.0.1 (openssl). */
+  #makeCertificates(): void {
+    const openssl = (...args: string[]) => {
+      const out = new Deno.Command("openssl", {
+        args,
+        cwd: this.dir,
+        stdout: "null",
+        stderr: "piped",
+      })
+        .outputSync();
+      if (!out.success) {
+        throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
+      }
+    };
+    openssl(
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=gsw test CA",
+    );
+    openssl(
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "server.key",
+      "-out",
+      "server.csr",
+      "-subj",
+      "/CN=127.0.0.1",
+    );
+    Deno.writeTextFileSync(`${this.dir}/ext.cnf`, "subjectAltName=IP:127.0.0.1\n");
+    openssl(
+      "x509",
+      "-req",
+      "-in",
+      "server.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      "server.pem",
+      "-days",
+      "2",
+      "-extfile",
+      "ext.cnf",
+    );
   }
 
   static async start(opts: MosquittoOptions = {}): Promise<Mosquitto> {
