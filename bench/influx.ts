@@ -13,7 +13,7 @@
  *   deno run --allow-all bench/influx.ts [--quick]
  */
 import { LineEncoder } from "../influx/line.ts";
-import { Batch, UdpSocket } from "../ffi/mod.ts";
+import { cpuNs, type Datagrams, layOut, sendPaced } from "./lib/send.ts";
 import { createSimState, makePacket } from "../sim/generate.ts";
 import { Influxd } from "../tests/helpers/influxd.ts";
 import { decomSocket, loggerSocket } from "../control/rundir.ts";
@@ -37,8 +37,6 @@ const TARGET_RATE = 100_000;
 const CHUNK = 64;
 /** Points per reference request, as the writer's default batch. */
 const REF_BATCH = 5000;
-/** A clock tick of /proc/<pid>/stat (USER_HZ, 100 on Linux). */
-const TICK_NS = 10_000_000;
 
 /**
  * Starts a process that dies with this one (`setpriv --pdeathsig KILL`, as influxd is): if
@@ -58,63 +56,21 @@ function say(line: string): void {
 }
 
 /** One batch of CHUNK datagrams, every packet type in turn, with their ports. */
-function mixedBatch(p: Pipeline): { buf: Uint8Array; lens: Uint32Array; ports: Uint16Array } {
+function mixedBatch(p: Pipeline): Datagrams {
   const state = createSimState(p.config, 5);
   const packets = Array.from(
     { length: CHUNK },
     (_, i) => p.config.packets[i % p.config.packets.length],
   );
-  const datagrams = packets.map((pk, i) => makePacket(p.config, pk, i / 100, state));
-  const buf = new Uint8Array(datagrams.reduce((n, d) => n + d.length, 0));
-  let at = 0;
-  for (const d of datagrams) {
-    buf.set(d, at);
-    at += d.length;
-  }
-  return {
-    buf,
-    lens: new Uint32Array(datagrams.map((d) => d.length)),
-    ports: new Uint16Array(packets.map((pk) => pk.port)),
-  };
+  return layOut(
+    packets.map((pk, i) => makePacket(p.config, pk, i / 100, state)),
+    packets.map((pk) => pk.port),
+  );
 }
 
 /** Sends at `rate` datagrams/s for `seconds`; returns how many the kernel took. */
-async function sendPaced(p: Pipeline, rate: number, seconds: number): Promise<number> {
-  const { buf, lens, ports } = mixedBatch(p);
-  const fd = UdpSocket.sender();
-  const batch = new Batch(CHUNK);
-  let sent = 0;
-  const total = Math.round(rate * seconds / CHUNK) * CHUNK;
-  const t0 = performance.now();
-  try {
-    while (sent < total) {
-      const due = Math.min(total, Math.floor((performance.now() - t0) / 1000 * rate));
-      if (sent + CHUNK > due) {
-        await sleep(1);
-        continue;
-      }
-      let off = 0;
-      let done = 0;
-      while (done < CHUNK) {
-        const n = batch.send(
-          fd.fd,
-          buf.subarray(off),
-          lens.subarray(done),
-          "127.0.0.1",
-          0,
-          ports.subarray(done),
-        );
-        for (let i = done; i < done + n; i++) off += lens[i];
-        done += n;
-        if (n === 0) await sleep(0); // the socket buffer is full: decom is behind
-      }
-      sent += CHUNK;
-    }
-  } finally {
-    batch.close();
-    fd.close();
-  }
-  return sent;
+function sendMixed(p: Pipeline, rate: number, seconds: number): Promise<number> {
+  return sendPaced(mixedBatch(p), rate, seconds);
 }
 
 /** Points of measurement "rocket" in `db` (a field only its packet carries, per packet type). */
@@ -125,13 +81,6 @@ async function countPoints(influx: Influxd, db: string, fields: string[]): Promi
   );
   if (series.length === 0) return 0;
   return series[0].values[0].slice(1).reduce((n: number, c) => n + Number(c ?? 0), 0);
-}
-
-/** utime + stime of a process, in ns. */
-function cpuNs(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) * TICK_NS;
 }
 
 interface Step {
@@ -179,7 +128,7 @@ async function writerStep(
   try {
     await writer.waitFor(/reading every datagram/, 30_000);
     const cpu0 = cpuNs(writer.pid);
-    const sent = await sendPaced(p, rate, SECONDS);
+    const sent = await sendMixed(p, rate, SECONDS);
     const sentAt = performance.now();
     let drainS = Infinity;
     while (performance.now() - sentAt < 5000 + SECONDS * 1000) {

@@ -30,7 +30,8 @@ Runs gsw's benchmarks (foundation and pipeline) and prints one JSON line per met
 Needs a release build first: cargo build --release  (target/release/libgsw.so,
 gsw-bench-native and ${BENCH_LIBRARY_FILE}). The pipeline groups (ingest, e2e, fanout, rss)
 start gsw's logger, decom and broker on a private run directory and free UDP ports; influx
-also needs Debian's influxd (apt-get install influxdb), which it starts on free ports.
+also needs Debian's influxd (apt-get install influxdb), mqtt Debian's mosquitto, each started on
+free ports.
 
 Examples:
   deno task bench > bench.jsonl
@@ -265,6 +266,18 @@ const GROUPS: Group[] = [
     timeout: 300,
   },
   {
+    name: "mqtt",
+    what: "gsw across a private mosquitto: latency vs mosquitto's own, bridge rate, decom's cost",
+    commands: (q) => [[deno, [
+      "run",
+      "--allow-all",
+      "--no-lock",
+      `${ROOT}/bench/mqtt.ts`,
+      ...(q ? ["--quick"] : []),
+    ]]],
+    timeout: 420,
+  },
+  {
     name: "soak",
     what: "decom's RSS growth with no logger, then a logger, vs its backlog bound (2 x 120 s)",
     commands: (q, _pin, work) => [
@@ -309,11 +322,14 @@ const TARGETS: Record<string, { op: "<=" | ">=" | "<"; bound: number }> = {
   peer_rit_lost_pct_diff: { op: "<=", bound: 0 },
   influx_writer_points_per_s: { op: ">=", bound: 100_000 },
   influx_writer_loss_pct_at_100k: { op: "<=", bound: 0 },
+  mqtt_e2e_vs_broker_p50_ratio: { op: "<=", bound: 1.5 },
+  mqtt_bridge_max_pps: { op: ">=", bound: 20_000 },
+  fanout_decom_cost_ratio_bridge: { op: "<=", bound: 1.05 },
 };
 
 /** The table on stderr is short: medians, per-call costs, rates, ratios (all lines go to stdout). */
 const SHOWN =
-  /^(?!.*_(p99|p999|max|mean)_ns$)(.*_p50_ns|publish_\w+_ns|read_\w+_ns|noop_\w+_ns|.*_ratio|.*_per_s|.*_pps|.*cpu_percent|.*loss_pct|e2e_p\d+_us|.*_rss_mb|.*_ns_per_\w+)$/;
+  /^(?!.*_(p99|p999|max|mean)_ns$)(.*_p50_ns|publish_\w+_ns|read_\w+_ns|noop_\w+_ns|.*_ratio|.*_per_s|.*_pps|.*cpu_percent|.*loss_pct|(mqtt_)?e2e_p\d+_us|.*_rss_mb|.*_ns_per_\w+)$/;
 
 /** Metrics each group must produce (the issue's list). */
 const REQUIRED: Record<string, string[]> = {
@@ -345,6 +361,13 @@ const REQUIRED: Record<string, string[]> = {
   rss: ["pipeline_rss_mb"],
   soak: ["soak_rss_growth_no_logger_mb", "soak_rss_growth_logger_mb"],
   influx: ["influx_writer_points_per_s", "influx_post_points_per_s"],
+  mqtt: [
+    "mqtt_e2e_p50_us",
+    "mqtt_e2e_p99_us",
+    "mqtt_e2e_vs_broker_p50_ratio",
+    "mqtt_bridge_max_pps",
+    "fanout_decom_cost_ratio_bridge",
+  ],
   "peer-rit": [
     "peer_rit_p50_ratio",
     "peer_rit_p99_ratio",
