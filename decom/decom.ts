@@ -267,6 +267,9 @@ export class Decom {
       if (acceptMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, acceptMs));
       const inputMs = this.#input.poll();
       if (inputMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, inputMs));
+      // Ring readers are woken at most once per millisecond: a held-back wake-up is due soon.
+      const ringMs = this.#broadcast.flushDue();
+      if (ringMs >= 0) timeoutMs = Math.min(timeoutMs, Math.max(1, ringMs));
       for (const { token, events } of this.#ws.waitSync(timeoutMs)) {
         if (token >= TOKEN_INPUT && token < TOKEN_INPUT + TOKENS_PER_INPUT) {
           this.#input.ready(token - TOKEN_INPUT);

@@ -109,6 +109,16 @@ export class BroadcastWriter extends NativeObject {
     return Array.from(out.subarray(0, n));
   }
 
+  /**
+   * Wakes the packet ring's readers if a wake-up was held back and is due (they are woken at
+   * most once per millisecond). Returns the milliseconds until one is due, -1 if none: the
+   * writer's loop must come back by then.
+   */
+  flushDue(): number {
+    const ms = check(native().gsw_broadcast_flush_due(this.handle), "waking ring readers");
+    return ms === 0x7fffffff ? -1 : ms;
+  }
+
   stats(): { publishes: number; records: number; rings: number } {
     check(native().gsw_broadcast_stats(this.handle, this.#stats), "broadcast stats");
     const [publishes, records, rings] = Array.from(this.#stats, Number);

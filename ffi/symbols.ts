@@ -190,6 +190,8 @@ export const symbols = {
   gsw_broadcast_free: { parameters: ["pointer"], result: "void" },
   // int32_t gsw_broadcast_fds(const BroadcastWriter *w, int32_t *out, uint32_t cap)
   gsw_broadcast_fds: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
+  // int32_t gsw_broadcast_flush_due(const BroadcastWriter *w)
+  gsw_broadcast_flush_due: { parameters: ["pointer"], result: "i32" },
   // int32_t gsw_broadcast_stats(const BroadcastWriter *w, uint64_t out[3])
   gsw_broadcast_stats: { parameters: ["pointer", "buffer"], result: "i32" },
   // BroadcastReader *gsw_broadcast_attach(const int32_t *fds, const uint32_t *bells, uint32_t n)
@@ -318,6 +320,6 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version these bindings were written for (`ABI_VERSION` in `ffi/src/abi.rs`). */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

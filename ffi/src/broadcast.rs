@@ -275,7 +275,18 @@ pub struct BroadcastWriter {
     /// Ring position of the oldest record not overwritten yet.
     tail: Cell<u64>,
     stats: Cell<BroadcastStats>,
+    /// When the ring's bell last woke a reader (monotonic ns; 0: never).
+    ring_rung_at: Cell<u64>,
+    /// A wake-up of the ring's readers held back, due at this time (0: none).
+    ring_due_at: Cell<u64>,
 }
+
+/// The ring's readers are woken at most once per this interval (1 ms). They are bulk readers
+/// (plots drawn per display frame, bridges, writers): at high packet rates one wake-up then
+/// covers many receive batches, so decom's cost does not grow with a wake-up (an eventfd write
+/// that wakes another process, ~1.7 µs here) per batch. Datagrams arriving further apart than
+/// this wake them at once, with no delay.
+pub const RING_WAKE_GAP_NS: u64 = 1_000_000;
 
 impl BroadcastWriter {
     /// A segment with one channel per entry of `capacities` (payload bytes), tagged with
@@ -364,6 +375,8 @@ impl BroadcastWriter {
             head: Cell::new(0),
             tail: Cell::new(0),
             stats: Cell::new(BroadcastStats::default()),
+            ring_rung_at: Cell::new(0),
+            ring_due_at: Cell::new(0),
         })
     }
 
@@ -570,6 +583,9 @@ impl BroadcastWriter {
             // SAFETY: the sleepers word of an existing bell lies inside the control mapping.
             let sleepers = unsafe { word(self.ctrl.as_ptr(), Layout::sleepers_at(bell)) };
             if bp::bell_may_sleep(sleepers) {
+                if bell == self.ring_bell && !self.ring_wake_now() {
+                    continue; // held back; flush_due rings it
+                }
                 sys::eventfd_signal(self.bells[bell as usize].as_fd())?;
                 rang += 1;
             }
@@ -579,6 +595,51 @@ impl BroadcastWriter {
         s.rings += rang as u64;
         self.stats.set(s);
         Ok(rang)
+    }
+
+    /// Whether the ring's sleeping readers may be woken now; if not, the wake-up is held back
+    /// until `RING_WAKE_GAP_NS` after the last one (see [`flush_due`]).
+    ///
+    /// [`flush_due`]: BroadcastWriter::flush_due
+    fn ring_wake_now(&self) -> bool {
+        let now = sys::monotonic_ns();
+        let due = self.ring_rung_at.get() + RING_WAKE_GAP_NS;
+        if self.ring_rung_at.get() == 0 || now >= due {
+            self.ring_rung_at.set(now);
+            self.ring_due_at.set(0);
+            return true;
+        }
+        if self.ring_due_at.get() == 0 {
+            self.ring_due_at.set(due);
+        }
+        false
+    }
+
+    /// Rings a held-back wake-up of the ring's readers when it is due. Returns the
+    /// milliseconds until one is due (rounded up), or -1 when none is held back: the writer's
+    /// loop waits no longer than that.
+    pub fn flush_due(&self) -> Result<i64> {
+        let due = self.ring_due_at.get();
+        if due == 0 {
+            return Ok(-1);
+        }
+        let now = sys::monotonic_ns();
+        if now < due {
+            return Ok((due - now).div_ceil(1_000_000) as i64);
+        }
+        self.ring_due_at.set(0);
+        self.ring_rung_at.set(now);
+        // The bell's generation was bumped when the records were appended; a reader that has
+        // gone to sleep since then counted itself in sleepers first (bell protocol).
+        // SAFETY: the sleepers word of an existing bell lies inside the control mapping.
+        let sleepers = unsafe { word(self.ctrl.as_ptr(), Layout::sleepers_at(self.ring_bell)) };
+        if bp::bell_may_sleep(sleepers) {
+            sys::eventfd_signal(self.bells[self.ring_bell as usize].as_fd())?;
+            let mut s = self.stats.get();
+            s.rings += 1;
+            self.stats.set(s);
+        }
+        Ok(-1)
     }
 
     /// Appends a whole receive batch to the ring (datagram `i` in `buf` at `i * slot`, its

@@ -384,3 +384,69 @@ fn a_reader_lapped_by_batches_of_small_records_resumes() {
     }
     assert_eq!(total + lost, written as u64, "read {total}, lost {lost}");
 }
+
+#[test]
+fn the_rings_readers_are_woken_at_most_once_per_gap_and_never_forgotten() {
+    let w = writer(&[8]);
+    let r = test_reader(&w);
+    let watch = r.bell_watch(2).unwrap();
+    let m = meta(4, 1, 0);
+    let append = || {
+        w.append(&[Datagram {
+            meta: &m,
+            payload: &[1, 2, 3, 4],
+            port: 5000,
+            packet: 0,
+        }])
+        .unwrap();
+        w.flush().unwrap()
+    };
+    let sleep = || {
+        ring(&r, 1 << 16);
+        assert!(!watch.prepare_to_sleep(), "all read: the reader sleeps");
+    };
+    sleep();
+    assert_eq!(
+        append(),
+        1,
+        "the first batch wakes the sleeping reader at once"
+    );
+    watch.woke();
+    assert_eq!(sys::eventfd_drain(r.bell(2).unwrap()), 1);
+    sleep();
+    assert_eq!(append(), 0, "within the gap: held back");
+    assert_eq!(append(), 0, "still within it: one wake-up is due, not two");
+    let due = w.flush_due().unwrap();
+    assert!((0..=1).contains(&due), "due within 1 ms, not {due}");
+    assert_eq!(sys::eventfd_drain(r.bell(2).unwrap()), 0);
+    std::thread::sleep(std::time::Duration::from_nanos(RING_WAKE_GAP_NS + 100_000));
+    assert_eq!(w.flush_due().unwrap(), -1);
+    assert_eq!(
+        sys::eventfd_drain(r.bell(2).unwrap()),
+        1,
+        "the held-back wake-up came"
+    );
+    watch.woke();
+    assert_eq!(w.stats().rings, 2);
+    // A batch after the gap, with nothing held back, wakes at once again.
+    sleep();
+    std::thread::sleep(std::time::Duration::from_nanos(RING_WAKE_GAP_NS + 100_000));
+    assert_eq!(append(), 1);
+    assert_eq!(w.flush_due().unwrap(), -1);
+    // Value bells are never held back.
+    let watch0 = r.bell_watch(0).unwrap();
+    r.follow(&[0]).unwrap();
+    changed(&r);
+    assert!(!watch0.prepare_to_sleep());
+    for seq in 1..4 {
+        w.publish_quiet(0, &[seq], seq as u64, 0).unwrap();
+        assert_eq!(
+            w.flush().unwrap(),
+            1,
+            "a subscriber's bell rings every batch"
+        );
+        watch0.woke();
+        changed(&r);
+        assert!(!watch0.prepare_to_sleep());
+    }
+}

@@ -94,6 +94,24 @@ pub unsafe extern "C" fn gsw_broadcast_stats(w: *const BroadcastWriter, out: *mu
     }) as i32
 }
 
+/// Rings a held-back wake-up of the packet ring's readers when due. Returns the milliseconds
+/// until one is due, or -1 when none is held back (`BroadcastWriter::flush_due`).
+///
+/// # Safety
+/// `w` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_broadcast_flush_due(w: *const BroadcastWriter) -> i32 {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        let w = unsafe { obj(w)? };
+        // -1 (none held back) must not read as an error: report it as i32::MAX instead.
+        Ok(match w.flush_due()? {
+            -1 => i32::MAX as i64,
+            ms => ms,
+        })
+    }) as i32
+}
+
 /// Makes `w` the extractor's broadcast segment; `channel_of` has one u32 per measurement
 /// (u32::MAX: not in it). The extractor keeps its own reference to the writer.
 ///
