@@ -17,15 +17,8 @@ import { cpuNs, type Datagrams, layOut, sendPaced } from "./lib/send.ts";
 import { createSimState, makePacket } from "../sim/generate.ts";
 import { Influxd } from "../tests/helpers/influxd.ts";
 import { decomSocket, loggerSocket } from "../control/rundir.ts";
-import {
-  LIBRARY,
-  Pipeline,
-  type Proc,
-  REPO,
-  sleep,
-  spawn,
-  taskArgs,
-} from "../tests/helpers/pipeline.ts";
+import { LIBRARY, Pipeline, REPO, sleep, taskArgs } from "../tests/helpers/pipeline.ts";
+import { spawnDying } from "./lib/procs.ts";
 import { jsonLine, type Metric, metric } from "./lib/report.ts";
 
 const BENCH = "influx";
@@ -37,19 +30,6 @@ const TARGET_RATE = 100_000;
 const CHUNK = 64;
 /** Points per reference request, as the writer's default batch. */
 const REF_BATCH = 5000;
-
-/**
- * Starts a process that dies with this one (`setpriv --pdeathsig KILL`, as influxd is): if
- * `deno task bench` kills this benchmark at its deadline, nothing is left running.
- */
-function spawnDying(p: Pipeline, name: string, args: string[]): Proc {
-  const proc = spawn(name, ["--pdeathsig", "KILL", Deno.execPath(), ...args], {
-    cmd: "setpriv",
-    env: { GSW_RUN_DIR: p.runDir },
-  });
-  p.procs.push(proc);
-  return proc;
-}
 
 function say(line: string): void {
   console.error(`influx bench: ${line}`);

@@ -21,7 +21,8 @@ import { realtimeNs, UdpSocket } from "../ffi/mod.ts";
 import { Batch } from "../ffi/mod.ts";
 import { brokerSocket, decomSocket } from "../control/rundir.ts";
 import { Mosquitto } from "../tests/helpers/mosquitto.ts";
-import { Pipeline, type Proc, REPO, sleep, spawn, taskArgs } from "../tests/helpers/pipeline.ts";
+import { Pipeline, type Proc, REPO, sleep, taskArgs } from "../tests/helpers/pipeline.ts";
+import { childOf, spawnDying } from "./lib/procs.ts";
 import { jsonLine, type Metric, metric } from "./lib/report.ts";
 import { summarize } from "./lib/stats.ts";
 import { cpuNs, layOut, schedNs, sendPaced } from "./lib/send.ts";
@@ -62,16 +63,6 @@ const PACKET_LEN = 48;
 
 function say(line: string): void {
   console.error(`mqtt bench: ${line}`);
-}
-
-/** Starts a process that dies with this one (`setpriv --pdeathsig KILL`). */
-function spawnDying(p: Pipeline, name: string, args: string[]): Proc {
-  const proc = spawn(name, ["--pdeathsig", "KILL", Deno.execPath(), ...args], {
-    cmd: "setpriv",
-    env: { GSW_RUN_DIR: p.runDir },
-  });
-  p.procs.push(proc);
-  return proc;
 }
 
 function receiver(p: Pipeline, args: string[]): Proc {
@@ -176,12 +167,6 @@ async function latencyRounds(a: Pipeline, b: Pipeline, mq: Mosquitto) {
     sender.close();
   }
   return { e2e: summarize(e2e), ref: summarize(ref), hop: summarize(hop), e2eCount: e2e.length };
-}
-
-/** The bridge's serving process (the task relaunches itself: the launcher's child). */
-function childOf(pid: number): number {
-  const kids = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/children`).trim();
-  return Number(kids.split(" ")[0]);
 }
 
 function startBridge(a: Pipeline, mq: Mosquitto): Proc {

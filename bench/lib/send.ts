@@ -12,9 +12,15 @@ export interface Datagrams {
 /**
  * Sends `batch` (all its datagrams, in turn) again and again at `rate` datagrams/s for
  * `seconds`, with `sendmmsg`, waiting for room when the socket buffer is full; returns how many
- * the kernel took (a whole number of batches).
+ * the kernel took (a whole number of batches). `before(k)`, if given, is called right before
+ * the k-th sending of the batch (from 0), to rewrite its bytes (a sequence number, a send time).
  */
-export async function sendPaced(batch: Datagrams, rate: number, seconds: number): Promise<number> {
+export async function sendPaced(
+  batch: Datagrams,
+  rate: number,
+  seconds: number,
+  before?: (k: number) => void,
+): Promise<number> {
   const { buf, lens, ports } = batch;
   const chunk = lens.length;
   const fd = UdpSocket.sender();
@@ -24,11 +30,14 @@ export async function sendPaced(batch: Datagrams, rate: number, seconds: number)
   const t0 = performance.now();
   try {
     while (sent < total) {
-      const due = Math.min(total, Math.floor((performance.now() - t0) / 1000 * rate));
+      const now = performance.now();
+      const due = Math.min(total, Math.floor((now - t0) / 1000 * rate));
       if (sent + chunk > due) {
-        await sleep(1);
+        // Until the next batch is due (at least 1 ms): no polling at low rates.
+        await sleep(Math.max(1, Math.ceil(t0 + (sent + chunk) * 1000 / rate - now)));
         continue;
       }
+      before?.(sent / chunk);
       let off = 0;
       let done = 0;
       while (done < chunk) {
