@@ -10,13 +10,12 @@ export {
   RETRY_MS,
   subscribe,
   type SubscribeOptions,
-  subscribeWhenReady,
   Subscription,
   type Update,
   type Value,
-  type WaitOptions,
   WOKEN,
 } from "./lib/subscription.ts";
+export { subscribeWhenReady, type WaitOptions } from "./lib/wait.ts";
 export { SubscribeError, type SubscribeErrorCode } from "./lib/errors.ts";
 export {
   openPackets,

@@ -196,7 +196,11 @@ export class Bridge {
   #pump(): void {
     const c = this.#client;
     const s = this.#stats;
-    while (this.#head < this.#queue.length && c.connected) {
+    // Our own flag, set on "connect", and not the client's `connected`: mqtt.js sets that as
+    // soon as the broker answers, then re-sends the messages that were in flight when the last
+    // connection broke, and only then says "connect". A message published in between takes a
+    // message id the re-sent ones still hold, and their acknowledgements are never reported.
+    while (this.#head < this.#queue.length && s.connected && c.connected) {
       if (this.#o.qos === 1 && s.inflight >= this.#o.maxInflight) break;
       // deno-lint-ignore no-explicit-any -- the socket of mqtt.js's client (a node Duplex)
       const stream = (c as any).stream as { writableLength?: number } | undefined;
@@ -321,7 +325,13 @@ export class Bridge {
     this.#backoff = Math.min(MAX_BACKOFF_MS, this.#backoff * 2);
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = undefined;
-      if (!this.#closed) this.#client.reconnect();
+      // mqtt.js's reconnect() starts empty stores unless it is handed the old ones: then the
+      // QoS 1 messages in flight when the connection broke would be forgotten, neither sent
+      // nor reported. With them, it sends them again first (at least once, as QoS 1 allows).
+      const c = this.#client;
+      if (!this.#closed) {
+        c.reconnect({ incomingStore: c.incomingStore, outgoingStore: c.outgoingStore });
+      }
     }, wait);
   }
 
@@ -368,7 +378,21 @@ export class Bridge {
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#pumpTimer);
     this.#health();
-    await this.#client.endAsync(!this.#stats.connected);
+    // A graceful end waits for every QoS 1 acknowledgement, which a broker that went away (or
+    // one that never answers) may never send: wait for it only until the grace time is up,
+    // then close the socket. What was not acknowledged stays counted as not sent.
+    const client = this.#client;
+    if (this.#stats.connected) {
+      const left = Math.max(0, deadline - performance.now());
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const ended = await Promise.race([
+        client.endAsync(false).then(() => true, () => true),
+        new Promise<boolean>((r) => timer = setTimeout(() => r(false), left + 200)),
+      ]);
+      clearTimeout(timer);
+      if (ended) return;
+    }
+    await new Promise<void>((resolve) => client.end(true, {}, () => resolve()));
   }
 }
 

@@ -17,6 +17,8 @@ import { type Layout, LAYOUTS } from "./payload.ts";
 export const DEFAULT_QUEUE_BYTES = 64 << 20;
 /** Default QoS 1 messages awaiting the broker's acknowledgement. */
 export const DEFAULT_MAX_INFLIGHT = 1000;
+/** A stop that takes longer than this (it never should: close() is bounded) exits anyway. */
+const STOP_DEADLINE_MS = 10_000;
 
 const spec = {
   name: "bridge",
@@ -262,6 +264,12 @@ export function main(args: string[]): Promise<number> {
     try {
       const signal = await Promise.race([stop, refused]);
       log(`${signal}: stopping`);
+      // close() is bounded; this is the promise that a stop never hangs, whatever hangs inside.
+      const watchdog = setTimeout(() => {
+        log(`still stopping ${STOP_DEADLINE_MS / 1000} s later: exiting now; ${bridge.summary()}`);
+        Deno.exit(1);
+      }, STOP_DEADLINE_MS);
+      Deno.unrefTimer(watchdog);
     } catch (e) {
       if (!(e instanceof BrokerRefused)) throw e;
       await bridge.close(0);

@@ -83,10 +83,23 @@ export const HEALTH_COUNTERS: readonly HealthKind[] = [
 /** Health measurements of `type: mqtt` sources only. */
 export const MQTT_HEALTH: readonly HealthKind[] = ["connected", "gaps"];
 
-/** Measurement keys and names: what users type in `subscribe`, so no spaces or quotes. */
+/**
+ * Measurement keys and names: what users type in `subscribe`, so no spaces or quotes, and no
+ * leading `-` (it would read as an option) or `.`/`:`. A leading digit is fine (`9Bytes`).
+ */
 export const MEASUREMENT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:-]*$/;
-/** Packet and source names: no dots, because health measurements are named `source.packet.age`. */
-export const PLAIN_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+/** `MEASUREMENT_NAME` in words, for error messages. */
+export const MEASUREMENT_NAME_RULE =
+  "may hold only letters, digits and _ . : - and must start with a letter, a digit or _";
+/**
+ * Packet and source names: no dots, so that a health measurement `source.packet.age` splits one
+ * way only, and no leading `-`, because a source name starts health names typed in `subscribe`.
+ * A leading digit is fine: the Go ground software's benchmark has a packet `9Bytes`.
+ */
+export const PLAIN_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]*$/;
+/** `PLAIN_NAME` in words, for error messages. */
+export const PLAIN_NAME_RULE = "may hold only letters, digits, _ and - (no dots: health " +
+  "measurements are named source.packet.age) and must start with a letter, a digit or _";
 
 /** The name of the source holding every packet when a config has no `sources:` list. */
 export const DEFAULT_SOURCE = "default";

@@ -16,6 +16,7 @@ import {
   MAX_DATAGRAM,
   MEASUREMENT_KEYS,
   MEASUREMENT_NAME,
+  MEASUREMENT_NAME_RULE,
   type MeasurementDef,
   TYPES,
 } from "./defs.ts";
@@ -58,8 +59,7 @@ export function readMeasurement(r: Reader, entry: Entry): MeasurementDef | undef
   if (!MEASUREMENT_NAME.test(key)) {
     r.error(
       entry.pos,
-      `${what}: a key may hold only letters, digits and _ . : - (and not start with . : -); ` +
-        `rename it`,
+      `${what}: a key ${MEASUREMENT_NAME_RULE}; rename it`,
     );
   }
   const f = r.map(entry.value, what, entry.pos);
@@ -73,8 +73,7 @@ export function readMeasurement(r: Reader, entry: Entry): MeasurementDef | undef
     if (n !== undefined && !MEASUREMENT_NAME.test(n)) {
       r.error(
         nameEntry.pos,
-        `${what}: name "${n}" may hold only letters, digits and _ . : - (and not start with ` +
-          `. : -); rename it`,
+        `${what}: name "${n}" ${MEASUREMENT_NAME_RULE}; rename it`,
       );
     } else if (n !== undefined) name = n;
   }

@@ -21,6 +21,7 @@ import {
   PACKET_KEYS,
   type PacketDef,
   PLAIN_NAME,
+  PLAIN_NAME_RULE,
   type SourceDef,
 } from "./defs.ts";
 
@@ -88,8 +89,7 @@ export function readPacket(
   if (!PLAIN_NAME.test(name)) {
     r.error(
       nameEntry.pos,
-      `${what}: a packet name may hold only letters, digits, _ and - (no dots: health ` +
-        `measurements are named source.packet.age); rename it`,
+      `${what}: a packet name ${PLAIN_NAME_RULE}; rename it`,
     );
   }
   const portEntry = r.require(f, "port", what, nameEntry.pos, 'add "port: N" (the UDP port)');

@@ -2,7 +2,14 @@
 import { isIP } from "node:net";
 import { dirname, isAbsolute, join } from "node:path";
 import type { Entries, Entry, Reader } from "./yaml_reader.ts";
-import { MQTT_SOURCE_KEYS, PLAIN_NAME, SOURCE_KEYS, SOURCE_KINDS, type SourceDef } from "./defs.ts";
+import {
+  MQTT_SOURCE_KEYS,
+  PLAIN_NAME,
+  PLAIN_NAME_RULE,
+  SOURCE_KEYS,
+  SOURCE_KINDS,
+  type SourceDef,
+} from "./defs.ts";
 
 import { MQTT_DEFAULT_PORT, parseMqttUrl, topicFilterProblem } from "./mqtt.ts";
 
@@ -34,8 +41,7 @@ export function readSources(r: Reader, top: Entries): SourceDef[] | undefined {
     if (!PLAIN_NAME.test(name)) {
       r.error(
         nameEntry.pos,
-        `${what}: a source name may hold only letters, digits, _ and - (no dots: health ` +
-          `measurements are named source.packets); rename it`,
+        `${what}: a source name ${PLAIN_NAME_RULE}; rename it`,
       );
     }
     const first = byName.get(name);

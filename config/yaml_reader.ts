@@ -192,7 +192,13 @@ export class Reader {
     if (!e) return undefined;
     const s = this.#scalar(e);
     if (s.ok && typeof s.value === "string" && s.value !== "") return s.value;
-    return this.#bad(e, what, "some text");
+    // YAML reads `name: 11` or `name: true` as a number or a boolean, not as text.
+    const node = this.resolve(e.value);
+    const written = isScalar(node) && typeof node.value !== "string" && node.value !== null
+      ? (node as { source?: string }).source ?? String(node.value)
+      : undefined;
+    const hint = written === undefined ? "" : `; write it in quotes ("${written}") to make it text`;
+    return this.#bad(e, what, "some text", hint);
   }
 
   number(e: Entry | undefined, what: string, opts: { min?: number; above?: number } = {}) {

@@ -1,5 +1,5 @@
 /**
- * The whole `Deno.dlopen` symbol table of gsw's native library (`ffi/src/abi.rs`), each with
+ * The whole `Deno.dlopen` symbol table of gsw's native library (`ffi/src/abi.rs` and `ffi/src/abi/`), each with
  * its C prototype. Conventions: integer results >= 0 are success, negative are `-code` with
  * the message in `gsw_last_error`; handles are pointers, null on failure.
  */
@@ -305,7 +305,7 @@ export const symbols = {
   // int32_t gsw_mqtt_next_event(MqttSource *m, uint8_t *out, uint32_t cap)
   gsw_mqtt_next_event: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
 
-  // Benchmark references: the hot calls' parameter types, doing nothing (see abi.rs).
+  // Benchmark references: the hot calls' parameter types, doing nothing (see ffi/src/abi/bench.rs).
   gsw_bench_noop_publish: {
     parameters: ["pointer", "u32", "buffer", "u32", "u64", "u64"],
     result: "i32",

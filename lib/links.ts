@@ -5,10 +5,11 @@
  * the link model, its waitset tokens, attaching a reply's descriptors, reading, releasing.
  */
 import type { Measurement } from "../config/types.ts";
-import type { ChannelsReply } from "../control/protocol.ts";
+import type { ChannelsReply, ErrorCode } from "../control/protocol.ts";
 import {
   BroadcastReader,
   closeFd,
+  GswError,
   OwnedFd,
   READABLE,
   type Sample,
@@ -17,7 +18,7 @@ import {
   type UnixConnection,
   type Waitset,
 } from "../ffi/mod.ts";
-import type { Update } from "./subscription.ts";
+import type { Update } from "./updates.ts";
 
 /** One measurement the subscription follows. */
 export interface Followed {
@@ -192,4 +193,46 @@ export function releaseLink(ws: Waitset, link: Link): void {
     conn.close();
     link.conn = null;
   }
+}
+
+// Timing and verdicts of a subscription's links to brokers (used by lib/subscription.ts).
+
+/** How long a broker may take to answer a subscription before it counts as absent. */
+export const REPLY_TIMEOUT_MS = 2000;
+/** After a broker says it is overloaded (`too-many`, `internal`), try again this much later. */
+export const BUSY_RETRY_MS = 1000;
+/**
+ * Most measurements asked of a broker on one connection: a reply describes each in ~150 bytes,
+ * and must fit in one control message (the request too, names up to 256 characters). A broker
+ * that still finds its reply too large says so (`too-large`), and the subscription asks again
+ * in halves.
+ */
+export const REQUEST_CHUNK = 512;
+/** `latest()` looks for hung-up brokers at most this often (it never waits). */
+export const LINK_CHECK_MS = 100;
+/** An update older than this many expected periods is stale. */
+export const STALE_PERIODS = 3;
+/** …but never stale within this long: scheduling jitter is not staleness. */
+export const STALE_FLOOR_MS = 50;
+/** Waitset tokens of descriptors the owner adds (`watchFd`), above every link's tokens. */
+export const TOKEN_EXTRA = 0x4000_0000;
+/**
+ * A link served through the broker only because a decom was away asks again this much later,
+ * to read directly once that decom is back.
+ */
+export const UPGRADE_MS = 1000;
+
+/** Broker answers that no retry can fix. */
+export const FATAL: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "version",
+  "bad-request",
+  "unknown-measurement",
+  "config-mismatch",
+  "not-allowed",
+  "too-large", // for one measurement; more are asked for in smaller requests
+]);
+
+export function isAbsent(e: unknown): boolean {
+  return e instanceof GswError &&
+    ["ENOENT", "ECONNREFUSED", "ENOTDIR", "ENOTSOCK", "EPROTOTYPE"].includes(e.errno);
 }

@@ -4,12 +4,11 @@
  * one waitset per subscription (one async wait at a time, or a synchronous wait in a
  * dedicated worker), and reconnects on its own when a broker restarts.
  */
-import { decodeRaw, type RawValue, toEngineering } from "../config/decode.ts";
+import { decodeRaw, toEngineering } from "../config/decode.ts";
 import type { Measurement } from "../config/types.ts";
 import {
   type ChannelsReply,
   encode,
-  type ErrorCode,
   type ErrorReply,
   MAX_CONTROL_MESSAGE,
   MIN_RATE_HZ,
@@ -30,120 +29,31 @@ import {
   Waitset,
 } from "../ffi/mod.ts";
 import { noBrokerMessage, SubscribeError } from "./errors.ts";
+import { type LinkStatus, RETRY_MS, type SubscribeOptions, type Update } from "./updates.ts";
+
+export type { LinkStatus, SubscribeOptions, Update, Value } from "./updates.ts";
+export { RETRY_MS } from "./updates.ts";
 import {
   attachReply,
+  BUSY_RETRY_MS,
   connToken,
   decodeToken,
   drainLink,
+  FATAL,
   type Followed,
+  isAbsent,
   type Link,
+  LINK_CHECK_MS,
   releaseLink,
+  REPLY_TIMEOUT_MS,
+  REQUEST_CHUNK,
+  STALE_FLOOR_MS,
+  STALE_PERIODS,
   takeOne,
+  TOKEN_EXTRA,
+  UPGRADE_MS,
   watchLink,
 } from "./links.ts";
-
-/** A measurement's engineering value: an enum label, a converted number, or the raw value. */
-export type Value = RawValue;
-
-/** One new value of a followed measurement. */
-export interface Update {
-  /** The measurement's key in the config. */
-  measurement: string;
-  /** Its display name (the key when the config gives none). */
-  name: string;
-  /** Engineering value: converted number, enum label, or the raw value when neither applies. */
-  value: Value;
-  /** The raw value as sent (integers wider than 48 bits are bigints). */
-  raw: RawValue;
-  /** Unit of `value`, if the config gives one. */
-  unit: string | undefined;
-  /** decom's sequence number for this measurement: one more per value it published. */
-  seq: number;
-  /** When decom received the packet (CLOCK_REALTIME, ns since the epoch). */
-  timestampNs: bigint;
-  /** Values of this measurement published since the previous update delivered, never seen. */
-  skipped: number;
-  /**
-   * Present (true) when the value may no longer be current: its broker is away (from
-   * `latest()`), or it is older than three expected update periods of the measurement.
-   */
-  stale?: true;
-}
-
-/** What happened to the link with a broker (for status lines; never needed for values). */
-export interface LinkStatus {
-  /** The broker socket. */
-  broker: string;
-  connected: boolean;
-  /** One line for people: "broker went away; reconnecting", "reconnected". */
-  message: string;
-}
-
-export interface SubscribeOptions {
-  /** The run directory holding the broker sockets (default: as every gsw process finds it). */
-  runDir?: string;
-  /**
-   * At most this many updates per second per measurement; the broker sends the newest. 0 (the
-   * default) for every update, else at least MIN_RATE_HZ (0.001: one per 1000 s).
-   */
-  maxRateHz?: number;
-  /** Reconnect when a broker goes away and comes back (default true). */
-  reconnect?: boolean;
-  /** Aborting it closes the subscription (a pending iteration ends). */
-  signal?: AbortSignal;
-  /** Called when a broker goes away or comes back. */
-  onStatus?: (status: LinkStatus) => void;
-  /** Who is asking, as brokers log it (default "library"). */
-  client?: string;
-  /**
-   * Read values straight from decom's shared memory (one hop: decom wakes this process
-   * itself) wherever the broker can hand them over — the default. False asks the broker to
-   * copy every value into a segment of its own (two hops), as a `maxRateHz` always does.
-   */
-  direct?: boolean;
-}
-
-/** How often a subscription tries a broker that went away (updates resume within 1 s). */
-export const RETRY_MS = 150;
-/** How long a broker may take to answer a subscription before it counts as absent. */
-const REPLY_TIMEOUT_MS = 2000;
-/** After a broker says it is overloaded (`too-many`, `internal`), try again this much later. */
-const BUSY_RETRY_MS = 1000;
-/**
- * Most measurements asked of a broker on one connection: a reply describes each in ~150 bytes,
- * and must fit in one control message (the request too, names up to 256 characters). A broker
- * that still finds its reply too large says so (`too-large`), and the subscription asks again
- * in halves.
- */
-const REQUEST_CHUNK = 512;
-/** `latest()` looks for hung-up brokers at most this often (it never waits). */
-const LINK_CHECK_MS = 100;
-/** An update older than this many expected periods is stale. */
-const STALE_PERIODS = 3;
-/** …but never stale within this long: scheduling jitter is not staleness. */
-const STALE_FLOOR_MS = 50;
-/** Waitset tokens of descriptors the owner adds (`watchFd`), above every link's tokens. */
-const TOKEN_EXTRA = 0x4000_0000;
-/**
- * A link served through the broker only because a decom was away asks again this much later,
- * to read directly once that decom is back.
- */
-const UPGRADE_MS = 1000;
-
-/** Broker answers that no retry can fix. */
-const FATAL: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "version",
-  "bad-request",
-  "unknown-measurement",
-  "config-mismatch",
-  "not-allowed",
-  "too-large", // for one measurement; more are asked for in smaller requests
-]);
-
-function isAbsent(e: unknown): boolean {
-  return e instanceof GswError &&
-    ["ENOENT", "ECONNREFUSED", "ENOTDIR", "ENOTSOCK", "EPROTOTYPE"].includes(e.errno);
-}
 
 /**
  * Values of one or more measurements as they are published. Iterate it (`for await`), read
@@ -870,35 +780,4 @@ export function subscribe(
   options?: SubscribeOptions,
 ): Subscription {
   return new Subscription(typeof names === "string" ? [names] : names, options);
-}
-
-export interface WaitOptions extends SubscribeOptions {
-  /** Give up (throwing the last "no-broker" error) after this long; default: never. */
-  timeoutMs?: number;
-  /** Called once, with why it is waiting, if the broker is not there at first. */
-  onWaiting?: (message: string) => void;
-}
-
-/**
- * Like `subscribe()`, but when no broker is running yet it waits for one (trying every
- * `RETRY_MS`), so a subscriber may start before the rest of the pipeline. Other errors
- * (an unknown measurement, say) are thrown at once.
- */
-export async function subscribeWhenReady(
-  names: string | readonly string[],
-  options: WaitOptions = {},
-): Promise<Subscription> {
-  const deadline = performance.now() + (options.timeoutMs ?? Infinity);
-  let said = false;
-  for (;;) {
-    try {
-      return subscribe(names, options);
-    } catch (e) {
-      if (!(e instanceof SubscribeError) || e.code !== "no-broker") throw e;
-      if (performance.now() >= deadline || options.signal?.aborted) throw e;
-      if (!said) options.onWaiting?.(`${e.message.split(":")[0]}: waiting for it`);
-      said = true;
-    }
-    await new Promise((r) => setTimeout(r, RETRY_MS));
-  }
 }

@@ -10,13 +10,8 @@ import { GswError, takeSignals, watchSignals } from "../ffi/mod.ts";
 
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 import { noBrokerMessage, SubscribeError } from "../lib/errors.ts";
-import {
-  type LinkStatus,
-  subscribe,
-  subscribeWhenReady,
-  type Subscription,
-  WOKEN,
-} from "../lib/subscription.ts";
+import { type LinkStatus, subscribe, type Subscription, WOKEN } from "../lib/subscription.ts";
+import { subscribeWhenReady } from "../lib/wait.ts";
 import { jsonLine, textLine } from "./format.ts";
 
 const spec = {

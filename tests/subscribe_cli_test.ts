@@ -9,19 +9,10 @@ import { realtimeNs } from "../ffi/mod.ts";
 import { isoTime } from "../subscribe/format.ts";
 import { subscribe } from "../mod.ts";
 import { eventually, type Proc, spawnGsw } from "./helpers/pipeline.ts";
+import { parseExact } from "./helpers/json.ts";
 import { MODES, SubscribePipeline, valuesFor } from "./helpers/subscribe_pipeline.ts";
 
 const ALL = ["COUNTER", "ALTITUDE", "BIG", "MODE", "LABEL", "BOARD_TEMP"];
-
-/** JSON.parse that keeps integers beyond 2^53 exact (as bigints), as docs/library.md shows. */
-function parseExact(line: string): Record<string, unknown> {
-  // The third reviver argument (source text access) is newer than TypeScript's lib types.
-  const reviver = (_k: string, v: unknown, ctx?: { source?: string }) =>
-    typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v) && ctx?.source
-      ? BigInt(ctx.source)
-      : v;
-  return JSON.parse(line, reviver as (k: string, v: unknown) => unknown);
-}
 
 /** Reads the next `n` lines of a child's stdout, failing with its stderr if they do not come. */
 async function lines(child: Proc, n: number, ms = 5000): Promise<string[]> {

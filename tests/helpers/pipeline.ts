@@ -178,6 +178,9 @@ export class Lines {
   }
 }
 
+/** How long after a process exits its output may still be read. */
+const OUTPUT_GRACE_MS = 5000;
+
 /** A child process with its output collected, so tests can wait for a line. */
 export class Proc {
   readonly stdout: Lines;
@@ -196,7 +199,15 @@ export class Proc {
     this.output = new Lines(name, [outToo, errToo]);
     this.status = child.status.then(async (s) => {
       this.#exited = s;
-      await Promise.all([this.stdout.done, this.stderr.done, this.output.done]);
+      // A process it started (a relaunched task) may outlive it and keep the pipes open: wait
+      // for the rest of the output only so long, so a test fails on its assertions, not hangs.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const done = Promise.all([this.stdout.done, this.stderr.done, this.output.done]);
+      const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), OUTPUT_GRACE_MS));
+      if (await Promise.race([done, late]) === "late") {
+        console.error(`${name}: exited, but its output is still open ${OUTPUT_GRACE_MS} ms later`);
+      }
+      clearTimeout(timer);
       return s;
     });
   }
