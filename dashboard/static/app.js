@@ -326,6 +326,12 @@
     }
     for (const pane of state.panes) {
       if (!pane.plot || (!pane.dirty && state.paused)) continue;
+      if (!state.paused) {
+        // Scrolling: nothing visible changes before the time axis has moved by one pixel.
+        const msPerPixel = state.windowMs / Math.max(1, pane.plot.bbox.width / devicePixelRatio);
+        if (now - (pane.drawnAt ?? 0) < msPerPixel) continue;
+        pane.drawnAt = now;
+      }
       if (pane.dirty) {
         pane.plot.setData(paneData(pane), false);
         pane.dirty = false;
