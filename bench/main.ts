@@ -278,6 +278,18 @@ const GROUPS: Group[] = [
     timeout: 420,
   },
   {
+    name: "dashboard",
+    what: "the web dashboard with 4 headless Chromium pages: latency, server CPU, sample loss",
+    commands: (q) => [[deno, [
+      "run",
+      "--allow-all",
+      "--no-lock",
+      `${ROOT}/bench/dashboard.ts`,
+      ...(q ? ["--quick"] : []),
+    ]]],
+    timeout: 600,
+  },
+  {
     name: "soak",
     what: "decom's RSS growth with no logger, then a logger, vs its backlog bound (2 x 120 s)",
     commands: (q, _pin, work) => [
@@ -325,11 +337,16 @@ const TARGETS: Record<string, { op: "<=" | ">=" | "<"; bound: number }> = {
   mqtt_e2e_vs_broker_p50_ratio: { op: "<=", bound: 1.5 },
   mqtt_bridge_max_pps: { op: ">=", bound: 20_000 },
   fanout_decom_cost_ratio_bridge: { op: "<=", bound: 1.05 },
+  dashboard_latency_p50_ms: { op: "<=", bound: 5 },
+  dashboard_latency_p99_ms: { op: "<=", bound: 16.7 },
+  dashboard_server_cpu_pct: { op: "<=", bound: 15 },
+  dashboard_sample_loss_pct: { op: "<=", bound: 0 },
+  fanout_decom_cost_ratio_dashboard: { op: "<=", bound: 1.05 },
 };
 
 /** The table on stderr is short: medians, per-call costs, rates, ratios (all lines go to stdout). */
 const SHOWN =
-  /^(?!.*_(p99|p999|max|mean)_ns$)(.*_p50_ns|publish_\w+_ns|read_\w+_ns|noop_\w+_ns|.*_ratio|.*_per_s|.*_pps|.*cpu_percent|.*loss_pct|(mqtt_)?e2e_p\d+_us|.*_rss_mb|.*_ns_per_\w+)$/;
+  /^(?!.*_(p99|p999|max|mean)_ns$)(.*_p50_ns|publish_\w+_ns|read_\w+_ns|noop_\w+_ns|.*_ratio|.*_per_s|.*_pps|.*cpu_percent|.*loss_pct|(mqtt_)?e2e_p\d+_us|dashboard_(latency_p\d+_ms|server_cpu_pct)|.*_rss_mb|.*_ns_per_\w+)$/;
 
 /** Metrics each group must produce (the issue's list). */
 const REQUIRED: Record<string, string[]> = {
@@ -361,6 +378,13 @@ const REQUIRED: Record<string, string[]> = {
   rss: ["pipeline_rss_mb"],
   soak: ["soak_rss_growth_no_logger_mb", "soak_rss_growth_logger_mb"],
   influx: ["influx_writer_points_per_s", "influx_post_points_per_s"],
+  dashboard: [
+    "dashboard_latency_p50_ms",
+    "dashboard_latency_p99_ms",
+    "dashboard_server_cpu_pct",
+    "dashboard_sample_loss_pct",
+    "fanout_decom_cost_ratio_dashboard",
+  ],
   mqtt: [
     "mqtt_e2e_p50_us",
     "mqtt_e2e_p99_us",
