@@ -74,7 +74,7 @@ export function summarize(config: Config): string {
   const rows = config.packets.map((p) => [
     p.name,
     `port ${p.port}`,
-    p.id ? `id ${p.id.value}` : "",
+    p.apid !== undefined ? `apid ${p.apid}` : p.id ? `id ${p.id.value}` : "",
     plural(p.size, "byte"),
     plural(p.fields.length, "measurement"),
     p.expectedRateHz === undefined ? "" : `${p.expectedRateHz} Hz`,

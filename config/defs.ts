@@ -42,6 +42,7 @@ export const PACKET_KEYS = [
   "port",
   "source",
   "size",
+  "apid",
   "id",
   "rate_hz",
   "measurements",
@@ -144,6 +145,8 @@ export interface PacketDef {
   sourcePos: Pos;
   declaredSize?: { size: number; pos: Pos };
   id?: PacketId;
+  /** CCSDS APID (see `Packet.apid`); `id` is then the APID's bits. */
+  apid?: number;
   idPos: Pos;
   idValuePos: Pos;
   rateHz?: number;

@@ -14,7 +14,7 @@ import { packetSize } from "./packets.ts";
 export function healthNames(
   source: string,
   kind: SourceKind,
-  packets: string[],
+  packets: { name: string; apid?: number }[],
 ): [string, HealthKind, number?][] {
   return [
     ...HEALTH_COUNTERS.map((k) => [`${source}.${k}`, k] as [string, HealthKind]),
@@ -22,7 +22,12 @@ export function healthNames(
       [`${source}.${k}`, k] as [string, HealthKind]
     ),
     [`${source}.packet_rate`, "packet_rate"],
-    ...packets.map((p, i) => [`${source}.${p}.age`, "age", i] as [string, HealthKind, number]),
+    ...packets.map((p, i) => [`${source}.${p.name}.age`, "age", i] as [string, HealthKind, number]),
+    ...packets.flatMap((p, i) =>
+      p.apid === undefined
+        ? []
+        : [[`${source}.${p.name}.seq_gaps`, "seq_gaps", i] as [string, HealthKind, number]]
+    ),
   ];
 }
 
@@ -34,8 +39,8 @@ export function checkHealthNames(
 ): void {
   const reserved = new Map<string, string>();
   for (const s of sources) {
-    const names = packets.filter((p) => p.source === s.name).map((p) => p.name);
-    for (const [n] of healthNames(s.name, s.kind, names)) reserved.set(n, s.name);
+    const mine = packets.filter((p) => p.source === s.name);
+    for (const [n] of healthNames(s.name, s.kind, mine)) reserved.set(n, s.name);
   }
   for (const d of defs.values()) {
     for (const [id, pos] of [[d.key, d.pos], [d.name, d.namePos]] as const) {
@@ -90,6 +95,7 @@ export function build(
     port: p.port!,
     size: packetSize(p),
     id: p.id,
+    apid: p.apid,
     // Stable sort: bit fields sharing a container keep their list order.
     fields: p.fields
       .map((f) => ({ measurement: indexOf.get(f.def)!, offset: f.offset, size: f.def.size! }))
@@ -117,8 +123,9 @@ export function build(
   });
   for (const s of sources) {
     const mine = s.packets.map((i) => packets[i]);
-    for (const [hname, what, packet] of healthNames(s.name, s.kind, mine.map((p) => p.name))) {
-      const isCounter = HEALTH_COUNTERS.includes(what) || MQTT_HEALTH.includes(what);
+    for (const [hname, what, packet] of healthNames(s.name, s.kind, mine)) {
+      const isCounter = HEALTH_COUNTERS.includes(what) || MQTT_HEALTH.includes(what) ||
+        what === "seq_gaps";
       measurements.push(measurement({
         index: measurements.length,
         key: hname,
@@ -177,4 +184,6 @@ export const HEALTH_DESCRIPTIONS: Record<HealthKind, string> = {
     "(the publishing bridge lost or dropped them)",
   packet_rate: "datagrams per second over the last interval",
   age: "seconds since this packet was last received",
+  seq_gaps: "CCSDS space packets of this APID missing from its sequence count (counted from the " +
+    "gaps between consecutive packets, modulo 16384)",
 };

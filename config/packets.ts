@@ -113,6 +113,7 @@ export function readPacket(
   };
   readPacketSource(r, f, p, what, sources);
   readId(r, f, p, what);
+  readApid(r, f, p, what);
   const listEntry = r.require(
     f,
     "measurements",
@@ -188,6 +189,37 @@ export function readId(r: Reader, f: Entries, p: PacketDef, what: string): void 
   const value = r.integer(valueEntry, w, 0, 2 ** (8 * size) - 1);
   if (value === undefined) return;
   p.id = { offset, size, endianness, value };
+}
+
+/** Bytes of a CCSDS space packet's primary header (CCSDS 133.0-B-2). */
+export const CCSDS_HEADER = 6;
+/** The APID: the low 11 bits of the primary header's first two bytes, big-endian. */
+export const APID_MASK = 0x07ff;
+
+/** `apid: N`: the packet is a CCSDS space packet recognised by its APID. */
+export function readApid(r: Reader, f: Entries, p: PacketDef, what: string): void {
+  const e = f.get("apid");
+  if (!e) return;
+  const apid = r.integer(e, `${what}: apid`, 0, APID_MASK);
+  if (apid === undefined) return;
+  if (p.id) {
+    r.error(
+      e.pos,
+      `${what}: has both apid and id; a CCSDS packet is told apart by its APID alone, so ` +
+        `remove the id (or the apid, for a packet that is not a CCSDS space packet)`,
+    );
+    return;
+  }
+  p.idPos = e.pos;
+  p.idValuePos = e.pos;
+  p.apid = apid;
+  p.id = { offset: 0, size: 2, endianness: "big", value: apid, mask: APID_MASK };
+}
+
+/** Where the packet's identification ends: its id, or a CCSDS packet's whole primary header. */
+function idEnd(p: PacketDef): number {
+  if (p.apid !== undefined) return CCSDS_HEADER;
+  return p.id ? p.id.offset + p.id.size : 0;
 }
 
 export function readFields(
@@ -353,6 +385,15 @@ export function checkOverlaps(r: Reader, p: PacketDef, what: string): void {
     const exactlyId = id && f.offset === id.offset && f.def.size === id.size;
     if (id && !exactlyId && f.offset < id.offset + id.size && id.offset < end) {
       // Implicit offsets start at 0, so forgetting to skip a leading id is an easy slip.
+      if (p.apid !== undefined) {
+        r.error(
+          f.pos,
+          `${what}: ${describeField(f)} overlaps the APID (bytes 0–1 of the CCSDS primary ` +
+            `header); skip the header with {padding: ${CCSDS_HEADER}} before the first ` +
+            `measurement, or give it an explicit offset`,
+        );
+        continue;
+      }
       r.error(
         f.pos,
         `${what}: ${describeField(f)} overlaps the packet's id (bytes ${id.offset}–` +
@@ -365,7 +406,7 @@ export function checkOverlaps(r: Reader, p: PacketDef, what: string): void {
 
 /** The packet's size: as declared (and then nothing may stick out), else its furthest byte. */
 export function checkExtent(r: Reader, p: PacketDef, what: string): void {
-  const idEnd = p.id ? p.id.offset + p.id.size : 0;
+  const end = idEnd(p);
   const ends = p.fields.map((f) => f.offset + f.def.size!);
   if (p.declaredSize) {
     const size = p.declaredSize.size;
@@ -380,8 +421,12 @@ export function checkExtent(r: Reader, p: PacketDef, what: string): void {
         );
       }
     }
-    if (idEnd > size) {
-      r.error(p.idPos, `${what}: the id (bytes ${p.id!.offset}–${idEnd - 1}) ends past ${where}`);
+    if (end > size) {
+      const idWhat = p.apid !== undefined ? "CCSDS primary header" : "id";
+      r.error(
+        p.idPos,
+        `${what}: the ${idWhat} (bytes ${p.id!.offset}–${end - 1}) ends past ${where}`,
+      );
     }
     if (p.paddingEnd && p.paddingEnd.end > size) {
       r.error(
@@ -392,7 +437,7 @@ export function checkExtent(r: Reader, p: PacketDef, what: string): void {
     }
     return;
   }
-  const extent = Math.max(idEnd, p.paddingEnd?.end ?? 0, ...ends);
+  const extent = Math.max(end, p.paddingEnd?.end ?? 0, ...ends);
   if (extent > MAX_DATAGRAM) {
     r.error(
       p.pos,
@@ -404,8 +449,7 @@ export function checkExtent(r: Reader, p: PacketDef, what: string): void {
 
 export function packetSize(p: PacketDef): number {
   if (p.declaredSize) return p.declaredSize.size;
-  const idEnd = p.id ? p.id.offset + p.id.size : 0;
-  return Math.max(idEnd, p.paddingEnd?.end ?? 0, ...p.fields.map((f) => f.offset + f.def.size!));
+  return Math.max(idEnd(p), p.paddingEnd?.end ?? 0, ...p.fields.map((f) => f.offset + f.def.size!));
 }
 
 /** Packets sharing a port must be told apart by id fields at the same place, in one source. */
@@ -427,8 +471,8 @@ export function checkPorts(r: Reader, packets: PacketDef[]): void {
         r.error(
           p.portPos,
           `packet "${p.name}": port ${port} is also used by ${others.join(", ")}; packets ` +
-            `sharing a port need an id: {offset, size, value} each so decom can tell them ` +
-            `apart, or use another port`,
+            `sharing a port need an id: {offset, size, value} (or a CCSDS apid) each so decom ` +
+            `can tell them apart, or use another port`,
         );
         continue;
       }
@@ -462,9 +506,11 @@ export function checkPorts(r: Reader, packets: PacketDef[]): void {
 }
 
 export function sameIdLayout(a: PacketId, b: PacketId): boolean {
-  return a.offset === b.offset && a.size === b.size && a.endianness === b.endianness;
+  return a.offset === b.offset && a.size === b.size && a.endianness === b.endianness &&
+    a.mask === b.mask;
 }
 
 export function idLayout(id: PacketId): string {
+  if (id.mask === APID_MASK && id.offset === 0 && id.size === 2) return "a CCSDS APID";
   return `offset ${id.offset}, ${id.size} byte${id.size > 1 ? "s" : ""}, ${id.endianness}-endian`;
 }

@@ -45,7 +45,8 @@ export type HealthKind =
   | "connected"
   | "gaps"
   | "packet_rate"
-  | "age";
+  | "age"
+  | "seq_gaps";
 
 export interface Measurement {
   /** Position in `Config.measurements`; stable for a given file, used as the channel id. */
@@ -96,6 +97,8 @@ export interface PacketId {
   size: number;
   endianness: Endianness;
   value: number;
+  /** Only these bits of the field count (a CCSDS APID: 0x07FF of bytes 0–1); all when absent. */
+  mask?: number;
 }
 
 export interface Packet {
@@ -109,6 +112,12 @@ export interface Packet {
   size: number;
   /** Present when the packet must be told apart from others on its port (or wants checking). */
   id?: PacketId;
+  /**
+   * A CCSDS space packet's APID (0–2047), when the config identifies the packet by it: then `id`
+   * is bits 0–10 of bytes 0–1 (big-endian), and decom counts gaps in the 14-bit sequence count
+   * of bytes 2–3 (health measurement `<source>.<packet>.seq_gaps`).
+   */
+  apid?: number;
   /** Byte ranges to copy, sorted by offset (bit fields sharing a container stay in list order). */
   fields: PacketField[];
   /** Packets per second the vehicle sends; the simulator sends at this rate. */

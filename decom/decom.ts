@@ -116,6 +116,12 @@ export class Decom {
   readonly #served: Measurement[];
   readonly #health: Measurement[];
   readonly #lastSeen: Float64Array;
+  /** Per packet type: 1 for a CCSDS packet (identified by APID), whose sequence count is kept. */
+  readonly #ccsds: Uint8Array;
+  /** Per packet type: the last CCSDS sequence count seen, -1 before the first. */
+  readonly #seqLast: Int32Array;
+  /** Per packet type: CCSDS packets missing from the sequence count. */
+  readonly #seqGaps: Float64Array;
   readonly #stats: DecomStats = {
     packets: 0,
     bytes: 0,
@@ -156,6 +162,9 @@ export class Decom {
       ...this.#health,
     ];
     this.#lastSeen = new Float64Array(config.packets.length);
+    this.#ccsds = Uint8Array.from(config.packets, (p) => p.apid === undefined ? 0 : 1);
+    this.#seqLast = new Int32Array(config.packets.length).fill(-1);
+    this.#seqGaps = new Float64Array(config.packets.length);
     this.#extractor = new Extractor(fields, config.packets.length, config.measurements.length);
     // Broadcast bells: one per packet type (up to PACKET_BELLS), then health, then the ring.
     // A measurement rings the bell of the first packet carrying it, whichever packet brought
@@ -306,6 +315,7 @@ export class Decom {
         // Receive time as a double (no BigInt per datagram): ~256 ns resolution is plenty for ages.
         this.#lastSeen[verdict] = view.getUint32(at + 12, true) * 4294967296 +
           view.getUint32(at + 8, true);
+        if (this.#ccsds[verdict]) this.#countSequence(verdict, i * SLOT);
       } else {
         this.#types[i] = NONE;
         this.#reject(port, i, verdict as Rejection);
@@ -320,6 +330,20 @@ export class Decom {
       port,
     );
     stats.drops += this.#logq.forward(this.#buf, SLOT, this.#meta, n, port);
+  }
+
+  /**
+   * A CCSDS packet's 14-bit sequence count (bytes 2–3): a jump forward of d counts d − 1 missing
+   * packets. A jump back of more than half the range (a repeat, a reordering, or the sender's
+   * counter restarting) is not a gap: the count starts again from there.
+   */
+  #countSequence(packet: number, at: number): void {
+    const seq = ((this.#buf[at + 2] & 0x3f) << 8) | this.#buf[at + 3];
+    const last = this.#seqLast[packet];
+    this.#seqLast[packet] = seq;
+    if (last < 0) return;
+    const missing = (seq - last - 1) & 0x3fff;
+    if (missing < 0x2000) this.#seqGaps[packet] += missing;
   }
 
   /** Counts a rejected datagram and reports it (rate-limited); the logger has it raw. */
@@ -396,6 +420,9 @@ export class Decom {
           break;
         case "packet_rate":
           view.setFloat64(0, rate, true);
+          break;
+        case "seq_gaps":
+          view.setBigUint64(0, BigInt(this.#seqGaps[h.packet!]), true);
           break;
         case "age": {
           const last = this.#lastSeen[h.packet!];

@@ -1,6 +1,6 @@
 /**
- * Which packet type a datagram is: by the port it arrived on, the id field when several
- * packet types share a port, and its exact length. Shared by decom (live), export and tests
+ * Which packet type a datagram is: by the port it arrived on, the id field (or CCSDS APID) when
+ * several packet types share a port, and its exact length. Shared by decom (live), export and tests
  * (logged), so a log decodes exactly as the live stream did.
  */
 import type { Config, Packet, PacketId } from "../config/mod.ts";
@@ -81,7 +81,10 @@ export class Identifier {
     if (!rule) return UNKNOWN_PORT;
     for (const p of rule.withId) {
       const id = p.id!;
-      if (length >= id.offset + id.size && readId(id, data, offset) === id.value) {
+      if (length < id.offset + id.size) continue;
+      const v = readId(id, data, offset);
+      // Masks cover at most 16 bits (a CCSDS APID), so the bitwise AND is exact.
+      if ((id.mask === undefined ? v : v & id.mask) === id.value) {
         return length === p.size ? p.index : WRONG_LENGTH;
       }
     }
