@@ -9,6 +9,7 @@ pub mod broadcast_protocol;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+pub mod framing;
 pub mod logq;
 pub mod mqtt;
 pub mod protocol;
