@@ -36,7 +36,8 @@ pub enum Crc {
 }
 
 impl Crc {
-    pub fn len(self) -> usize {
+    /// Bytes it takes on the wire (0 for none).
+    pub fn width(self) -> usize {
         match self {
             Crc::None => 0,
             Crc::Ccitt16 => 2,
@@ -69,7 +70,7 @@ impl Crc {
 
     /// Whether `frame` ends with the CRC of what comes before it.
     fn check(self, frame: &[u8], big: bool) -> bool {
-        let n = self.len();
+        let n = self.width();
         if frame.len() < n {
             return false;
         }
@@ -175,7 +176,7 @@ impl Deframer {
     }
 
     fn sync(&mut self, word: &[u8], size: usize, out: &mut dyn FnMut(Piece<'_>)) {
-        let crc = self.f.crc.len();
+        let crc = self.f.crc.width();
         let need = word.len() + size + crc;
         loop {
             let Some(at) = find(&self.buf, word) else {
@@ -210,7 +211,7 @@ impl Deframer {
     }
 
     fn length(&mut self, bytes: usize, big: bool, out: &mut dyn FnMut(Piece<'_>)) {
-        let crc = self.f.crc.len();
+        let crc = self.f.crc.width();
         while self.buf.len() >= bytes {
             let field = &self.buf[..bytes];
             let len = if big {
@@ -238,7 +239,7 @@ impl Deframer {
     }
 
     fn delimited(&mut self, end: u8, out: &mut dyn FnMut(Piece<'_>)) {
-        let crc = self.f.crc.len();
+        let crc = self.f.crc.width();
         // The longest encoded frame: COBS adds one byte per 254; SLIP at most doubles.
         let longest = 2 * (self.f.max_len + crc) + 2;
         let mut start = 0;
@@ -255,9 +256,9 @@ impl Deframer {
                 Kind::Cobs => cobs_decode(chunk, &mut self.scratch),
                 _ => slip_decode(chunk, &mut self.scratch),
             };
-            let verdict = if !decoded || self.scratch.len() < crc + self.f.min_len.max(1) {
-                Err(Reject::BadEncoding)
-            } else if self.scratch.len() > self.f.max_len + crc {
+            let len = self.scratch.len();
+            let fits = len >= crc + self.f.min_len.max(1) && len <= self.f.max_len + crc;
+            let verdict = if !decoded || !fits {
                 Err(Reject::BadEncoding)
             } else if crc > 0 && !self.f.crc.check(&self.scratch, self.f.crc_big) {
                 Err(Reject::BadCrc)

@@ -49,7 +49,10 @@ fn packet(i: usize) -> Vec<u8> {
 }
 
 /// Runs `stream` through a deframer `chunk` bytes at a time: packets, rejected (bytes, why).
-fn run(f: &Framing, stream: &[u8], chunk: usize) -> (Vec<Vec<u8>>, Vec<(Vec<u8>, Reject)>) {
+/// Packets, and rejected records (bytes, why).
+type Pieces = (Vec<Vec<u8>>, Vec<(Vec<u8>, Reject)>);
+
+fn run(f: &Framing, stream: &[u8], chunk: usize) -> Pieces {
     let mut d = Deframer::new(f.clone());
     let mut packets = Vec::new();
     let mut rejected = Vec::new();
