@@ -11,6 +11,7 @@ import type {
   MqttSettings,
   PacketId,
   SourceKind,
+  StreamSettings,
 } from "./types.ts";
 import type { Pos } from "./yaml_reader.ts";
 
@@ -62,7 +63,31 @@ export const MQTT_SOURCE_KEYS = [
   "password_file",
   "client_id",
 ];
-export const SOURCE_KINDS: readonly SourceKind[] = ["udp", "mqtt"];
+export const SOURCE_KINDS: readonly SourceKind[] = ["udp", "mqtt", "serial", "tcp"];
+/** Keys of a `type: serial` source. */
+export const SERIAL_SOURCE_KEYS = [
+  "name",
+  "description",
+  "type",
+  "device",
+  "baud",
+  "data_bits",
+  "parity",
+  "stop_bits",
+  "flow_control",
+  "framing",
+];
+/** Keys of a `type: tcp` source: one of connect and listen. */
+export const TCP_SOURCE_KEYS = ["name", "description", "type", "connect", "listen", "framing"];
+export const FRAMING_KEYS = [
+  "type",
+  "sync",
+  "size",
+  "length_bytes",
+  "length_endianness",
+  "crc",
+  "crc_endianness",
+];
 export const TYPES: readonly MeasurementType[] = [
   "int",
   "uint",
@@ -164,4 +189,6 @@ export interface SourceDef {
   multicast?: string;
   /** For `type: mqtt`; the topic is undefined when it takes the default. */
   mqtt?: Omit<MqttSettings, "topic"> & { topic?: string };
+  /** For `type: serial` and `type: tcp`; the packet lengths are filled in later. */
+  stream?: StreamSettings;
 }

@@ -5,11 +5,11 @@
 import { createHash } from "node:crypto";
 import { type Config, ConfigError } from "./types.ts";
 import { type Pos, Reader } from "./yaml_reader.ts";
-import { DEFAULT_SOURCE, type SourceDef, TOP_KEYS } from "./defs.ts";
+import { DEFAULT_SOURCE, type PacketDef, type SourceDef, TOP_KEYS } from "./defs.ts";
 import { readMeasurements } from "./measurements.ts";
 import { readSources } from "./sources.ts";
 import { topicLevelProblem } from "./mqtt.ts";
-import { checkPorts, readPackets } from "./packets.ts";
+import { checkPorts, packetSize, readPackets } from "./packets.ts";
 import { build, checkHealthNames } from "./model.ts";
 
 /** Path of the embedded default vehicle config, `examples/rocket.yaml`. */
@@ -89,6 +89,7 @@ function compile(r: Reader): Config | undefined {
   const sources = readSources(r, top);
   const packets = readPackets(r, top, start, defs, sources);
   checkPorts(r, packets);
+  checkSyncSizes(r, sources ?? [], packets);
 
   const sourceList: SourceDef[] = sources ??
     [{ name: DEFAULT_SOURCE, pos: start, kind: "udp", bind: "0.0.0.0" }];
@@ -131,4 +132,26 @@ function compile(r: Reader): Config | undefined {
   }
   if (r.hasErrors() || name === undefined) return undefined;
   return build(name, description, r.file, defs, packets, sourceList);
+}
+
+/** A sync framing carries packets of one size: every packet of the source has it. */
+function checkSyncSizes(r: Reader, sources: SourceDef[], packets: PacketDef[]): void {
+  for (const s of sources) {
+    const f = s.stream?.framing;
+    if (f?.kind !== "sync") continue;
+    const mine = packets.filter((p) => p.source === s.name);
+    const size = f.size ?? (mine.length ? packetSize(mine[0]) : undefined);
+    for (const p of mine) {
+      if (packetSize(p) !== size) {
+        r.error(
+          p.pos,
+          `packet "${p.name}" is ${packetSize(p)} bytes, but source "${s.name}"'s sync framing ` +
+            `carries ${size}-byte packets${
+              f.size === undefined ? ` (the size of "${mine[0].name}")` : ""
+            }; ` +
+            `give them one size, or use a length, cobs or slip framing`,
+        );
+      }
+    }
+  }
 }

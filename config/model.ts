@@ -18,7 +18,7 @@ export function healthNames(
 ): [string, HealthKind, number?][] {
   return [
     ...HEALTH_COUNTERS.map((k) => [`${source}.${k}`, k] as [string, HealthKind]),
-    ...(kind === "mqtt" ? MQTT_HEALTH : []).map((k) =>
+    ...(kind === "mqtt" ? MQTT_HEALTH : kind === "udp" ? [] : ["connected" as const]).map((k) =>
       [`${source}.${k}`, k] as [string, HealthKind]
     ),
     [`${source}.packet_rate`, "packet_rate"],
@@ -113,6 +113,18 @@ export function build(
       ports: [...new Set(mine.map((p) => p.port))].sort((a, b) => a - b),
       packets: mine.map((p) => p.index),
     };
+    if (s.stream) {
+      const sizes = mine.map((p) => p.size);
+      source.stream = {
+        ...s.stream,
+        framing: {
+          ...s.stream.framing,
+          size: s.stream.framing.size ?? (sizes.length ? Math.max(...sizes) : undefined),
+          minLength: sizes.length ? Math.min(...sizes) : 1,
+          maxLength: sizes.length ? Math.max(...sizes) : 65507,
+        },
+      };
+    }
     if (s.mqtt) {
       source.mqtt = {
         ...s.mqtt,
@@ -179,7 +191,8 @@ export const HEALTH_DESCRIPTIONS: Record<HealthKind, string> = {
   backlog_bytes:
     "bytes of raw packets decom holds for the logger (absent or slow), counted as allocated; " +
     "at the bound (64 MiB) new packets are dropped and counted in drops",
-  connected: "1 while the source's MQTT broker connection is up and subscribed, else 0",
+  connected: "MQTT: 1 while the broker connection is up and subscribed, else 0; serial and tcp: " +
+    "streams open (the device or connection: 0 or 1; senders connected to a tcp listen)",
   gaps: "packets missing from the sequence numbers of the raw packets received over MQTT " +
     "(the publishing bridge lost or dropped them)",
   packet_rate: "datagrams per second over the last interval",

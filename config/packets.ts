@@ -92,7 +92,7 @@ export function readPacket(
       `${what}: a packet name ${PLAIN_NAME_RULE}; rename it`,
     );
   }
-  const portEntry = r.require(f, "port", what, nameEntry.pos, 'add "port: N" (the UDP port)');
+  const portEntry = f.get("port");
   const sizeEntry = f.get("size");
   const declared = r.integer(sizeEntry, what, 1, MAX_DATAGRAM, "bytes");
   const p: PacketDef = {
@@ -112,6 +112,20 @@ export function readPacket(
     fields: [],
   };
   readPacketSource(r, f, p, what, sources);
+  // A serial or TCP source has no ports: its packets are all on port 0, told apart by id.
+  const kind = sources?.find((s) => s.name === p.source)?.kind ?? "udp";
+  if (kind === "serial" || kind === "tcp") {
+    if (portEntry) {
+      r.error(
+        portEntry.pos,
+        `${what}: its source "${p.source}" is a ${kind} stream, which has no ports; remove ` +
+          `port (packets of one stream are told apart by id or apid)`,
+      );
+    }
+    p.port = 0;
+  } else if (!portEntry) {
+    r.error(nameEntry.pos, `${what}: missing "port"; add "port: N" (the UDP port)`);
+  }
   readId(r, f, p, what);
   readApid(r, f, p, what);
   const listEntry = r.require(
@@ -454,19 +468,32 @@ export function packetSize(p: PacketDef): number {
 
 /** Packets sharing a port must be told apart by id fields at the same place, in one source. */
 export function checkPorts(r: Reader, packets: PacketDef[]): void {
-  const byPort = new Map<number, PacketDef[]>();
+  // Port 0 is each serial or TCP stream's own: its packets are grouped by source.
+  const byPort = new Map<string, PacketDef[]>();
   for (const p of packets) {
     if (p.port === undefined) continue;
-    const list = byPort.get(p.port) ?? [];
+    const key = p.port === 0 ? `0 ${p.source}` : String(p.port);
+    const list = byPort.get(key) ?? [];
     list.push(p);
-    byPort.set(p.port, list);
+    byPort.set(key, list);
   }
-  for (const [port, list] of byPort) {
+  for (const list of byPort.values()) {
+    const port = list[0].port!;
     if (list.length < 2) continue;
     const first = list[0];
     const values = new Map<number, PacketDef>();
     for (const p of list) {
       const others = list.filter((o) => o !== p).map((o) => `"${o.name}" (line ${o.pos.line})`);
+      if (!p.id && port === 0) {
+        r.error(
+          p.pos,
+          `packet "${p.name}": source "${p.source}" carries other packets too (${
+            others.join(", ")
+          }); packets of one stream need an id: {offset, size, value} (or a CCSDS apid) each ` +
+            `so decom can tell them apart`,
+        );
+        continue;
+      }
       if (!p.id) {
         r.error(
           p.portPos,

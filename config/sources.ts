@@ -3,15 +3,19 @@ import { isIP } from "node:net";
 import { dirname, isAbsolute, join } from "node:path";
 import type { Entries, Entry, Reader } from "./yaml_reader.ts";
 import {
+  FRAMING_KEYS,
   MQTT_SOURCE_KEYS,
   PLAIN_NAME,
   PLAIN_NAME_RULE,
+  SERIAL_SOURCE_KEYS,
   SOURCE_KEYS,
   SOURCE_KINDS,
   type SourceDef,
+  TCP_SOURCE_KEYS,
 } from "./defs.ts";
 
 import { MQTT_DEFAULT_PORT, parseMqttUrl, topicFilterProblem } from "./mqtt.ts";
+import type { FramingSettings, StreamSettings } from "./types.ts";
 
 export function readSources(r: Reader, top: Entries): SourceDef[] | undefined {
   const e = top.get("sources");
@@ -33,7 +37,13 @@ export function readSources(r: Reader, top: Entries): SourceDef[] | undefined {
     const f = r.map(item, what, pos);
     if (!f) return;
     const kind = r.choice(f.get("type"), what, SOURCE_KINDS) ?? "udp";
-    r.allowOnly(f, kind === "mqtt" ? MQTT_SOURCE_KEYS : SOURCE_KEYS, what);
+    const keys = {
+      udp: SOURCE_KEYS,
+      mqtt: MQTT_SOURCE_KEYS,
+      serial: SERIAL_SOURCE_KEYS,
+      tcp: TCP_SOURCE_KEYS,
+    };
+    r.allowOnly(f, keys[kind], what);
     const nameEntry = r.require(f, "name", what, pos, 'add "name: <source name>"');
     const name = r.string(nameEntry, what);
     if (name === undefined || !nameEntry) return;
@@ -78,6 +88,7 @@ export function readSources(r: Reader, top: Entries): SourceDef[] | undefined {
     }
     const def: SourceDef = { name, pos: nameEntry.pos, kind, bind, multicast };
     if (kind === "mqtt") def.mqtt = readMqtt(r, f, what, pos);
+    if (kind === "serial" || kind === "tcp") def.stream = readStream(r, f, what, pos, kind);
     byName.set(name, def);
     out.push(def);
   });
@@ -139,4 +150,141 @@ function readMqtt(r: Reader, f: Entries, what: string, pos: Entry["pos"]): Sourc
     passwordFile,
     clientId,
   };
+}
+
+/** Standard serial rates (what termios can set). */
+export const BAUD_RATES = [
+  1200,
+  2400,
+  4800,
+  9600,
+  19200,
+  38400,
+  57600,
+  115200,
+  230400,
+  460800,
+  500000,
+  576000,
+  921600,
+  1000000,
+  1500000,
+  2000000,
+  3000000,
+];
+
+function readStream(
+  r: Reader,
+  f: Entries,
+  what: string,
+  pos: Entry["pos"],
+  kind: "serial" | "tcp",
+): StreamSettings {
+  const out: StreamSettings = {
+    baud: 115200,
+    dataBits: 8,
+    parity: "none",
+    stopBits: 1,
+    flowControl: "none",
+    framing: readFraming(r, f, what, pos),
+  };
+  if (kind === "serial") {
+    const dev = r.require(f, "device", what, pos, 'add "device: /dev/ttyUSB0" (the radio\'s port)');
+    out.device = r.string(dev, what);
+    const baudEntry = f.get("baud");
+    const baud = r.integer(baudEntry, what, 1, 4_000_000, "baud");
+    if (baudEntry && baud !== undefined && !BAUD_RATES.includes(baud)) {
+      r.error(
+        baudEntry.pos,
+        `${what}: baud ${baud} is not a standard rate (${BAUD_RATES.join(", ")})`,
+      );
+    }
+    out.baud = baud ?? 115200;
+    out.dataBits = r.integer(f.get("data_bits"), what, 5, 8) ?? 8;
+    out.parity = r.choice(f.get("parity"), what, ["none", "even", "odd"] as const) ?? "none";
+    out.stopBits = r.integer(f.get("stop_bits"), what, 1, 2) ?? 1;
+    out.flowControl =
+      r.choice(f.get("flow_control"), what, ["none", "rtscts", "xonxoff"] as const) ??
+        "none";
+    return out;
+  }
+  const c = f.get("connect");
+  const l = f.get("listen");
+  if ((c === undefined) === (l === undefined)) {
+    r.error(
+      (c ?? l)?.pos ?? pos,
+      `${what}: a tcp source needs exactly one of "connect: HOST:PORT" (decom connects to a ` +
+        `radio modem or simulator) and "listen: HOST:PORT" (senders connect to decom)`,
+    );
+    return out;
+  }
+  const e = (c ?? l)!;
+  const text = r.string(e, what);
+  const m = text?.match(/^(.+):(\d{1,5})$/);
+  const port = m ? Number(m[2]) : 0;
+  if (text !== undefined && (!m || port < 1 || port > 65535)) {
+    r.error(e.pos, `${what}: ${e.key} must be HOST:PORT (e.g. 127.0.0.1:5000), not "${text}"`);
+    return out;
+  }
+  if (m) {
+    const addr = { host: m[1], port };
+    if (c) out.connect = addr;
+    else out.listen = addr;
+  }
+  return out;
+}
+
+function readFraming(r: Reader, f: Entries, what: string, pos: Entry["pos"]): FramingSettings {
+  const framing: FramingSettings = {
+    kind: "cobs",
+    lengthBytes: 2,
+    lengthBig: true,
+    crc: "none",
+    crcBig: true,
+    minLength: 1,
+    maxLength: 65507,
+  };
+  const e = r.require(
+    f,
+    "framing",
+    what,
+    pos,
+    'add "framing: { type: cobs, crc: crc16-ccitt }" (or sync, length, slip): how its bytes are cut into packets',
+  );
+  if (!e) return framing;
+  const w = `${what}: framing`;
+  const m = r.map(e.value, w, e.pos);
+  if (!m) return framing;
+  r.allowOnly(m, FRAMING_KEYS, w);
+  const kindEntry = r.require(m, "type", w, e.pos, 'add "type: cobs" (or sync, length, slip)');
+  framing.kind = r.choice(kindEntry, w, ["sync", "length", "cobs", "slip"] as const) ?? "cobs";
+  framing.crc = r.choice(m.get("crc"), w, ["none", "crc16-ccitt", "crc32c"] as const) ?? "none";
+  framing.crcBig = (r.choice(m.get("crc_endianness"), w, ["big", "little"] as const) ?? "big") ===
+    "big";
+  if (framing.kind === "sync") {
+    const syncEntry = r.require(m, "sync", w, e.pos, 'add "sync: EB90", the sync word in hex');
+    if (syncEntry) {
+      const text = r.string(syncEntry, w);
+      const hex = text?.replace(/^0x/i, "").replace(/\s+/g, "");
+      if (text !== undefined && (!hex || !/^([0-9a-fA-F]{2}){1,8}$/.test(hex))) {
+        r.error(
+          syncEntry.pos,
+          `${w}: sync must be 1 to 8 bytes of hex, quoted (e.g. sync: "EB90"), not "${text}"`,
+        );
+      } else if (hex) {
+        framing.sync = hex.match(/../g)!.map((b) => parseInt(b, 16));
+      }
+    }
+    framing.size = r.integer(m.get("size"), w, 1, 65507, "bytes");
+  } else if (m.has("sync") || m.has("size")) {
+    r.error((m.get("sync") ?? m.get("size"))!.pos, `${w}: sync and size belong to type: sync`);
+  }
+  if (framing.kind === "length") {
+    const b = r.integer(m.get("length_bytes"), w, 1, 4, "bytes") ?? 2;
+    if (b === 3) r.error(m.get("length_bytes")!.pos, `${w}: length_bytes must be 1, 2 or 4`);
+    framing.lengthBytes = b;
+    framing.lengthBig =
+      (r.choice(m.get("length_endianness"), w, ["big", "little"] as const) ?? "big") === "big";
+  }
+  return framing;
 }

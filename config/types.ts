@@ -126,7 +126,38 @@ export interface Packet {
 }
 
 /** How decom receives a source's packets. */
-export type SourceKind = "udp" | "mqtt";
+export type SourceKind = "udp" | "mqtt" | "serial" | "tcp";
+
+/** How a serial or TCP source's byte stream is cut into packets (see docs/config.md). */
+export interface FramingSettings {
+  kind: "sync" | "length" | "cobs" | "slip";
+  /** sync: the sync word's bytes and the packet size after it (every packet of the source's). */
+  sync?: number[];
+  size?: number;
+  /** length: bytes of the length field (1, 2 or 4), big-endian unless false. */
+  lengthBytes: number;
+  lengthBig: boolean;
+  crc: "none" | "crc16-ccitt" | "crc32c";
+  crcBig: boolean;
+  /** The source's shortest and longest packet: a length outside is garbage. */
+  minLength: number;
+  maxLength: number;
+}
+
+/** Where a `type: serial` or `type: tcp` source reads its bytes. */
+export interface StreamSettings {
+  /** serial: the device, e.g. /dev/ttyUSB0, and its line settings. */
+  device?: string;
+  baud: number;
+  dataBits: number;
+  parity: "none" | "even" | "odd";
+  stopBits: number;
+  flowControl: "none" | "rtscts" | "xonxoff";
+  /** tcp: the address decom connects to, or listens on for senders. */
+  connect?: { host: string; port: number };
+  listen?: { host: string; port: number };
+  framing: FramingSettings;
+}
 
 /** Where a `type: mqtt` source's decom subscribes (see docs/mqtt.md). */
 export interface MqttSettings {
@@ -149,6 +180,8 @@ export interface Source {
   kind: SourceKind;
   /** For `type: mqtt` sources. */
   mqtt?: MqttSettings;
+  /** For `type: serial` and `type: tcp` sources (their packets' port is 0). */
+  stream?: StreamSettings;
   /** Local address decom binds (`0.0.0.0` by default; unused by mqtt sources). */
   bind: string;
   /** Multicast group decom joins, if any. */

@@ -36,8 +36,7 @@ import {
 import { encodeHello } from "../logger/queue.ts";
 import { MALFORMED, OVERSIZE, type Rejection, REJECTION_NAMES } from "./identify.ts";
 import { Identifier } from "./identify.ts";
-import { type Input, MqttInput, SLOT, TOKENS_PER_INPUT, UdpInput } from "./inputs.ts";
-import { FLAG_MALFORMED } from "../ffi/mod.ts";
+import { type Input, MqttInput, SLOT, StreamInput, TOKENS_PER_INPUT, UdpInput } from "./inputs.ts";
 /**
  * Bytes decom buffers for the logger itself when the logger is slow or absent, by default:
  * counted as allocated (`S.backlog_bytes`), so it bounds decom's real memory.
@@ -217,6 +216,8 @@ export class Decom {
       };
       this.#input = source.kind === "mqtt"
         ? new MqttInput(source, opts.mqttPassword, intake)
+        : source.stream
+        ? new StreamInput(source, intake)
         : new UdpInput(source, intake);
       this.#input.register(this.#ws, TOKEN_INPUT);
       this.#server = new ControlServer(
@@ -307,9 +308,7 @@ export class Decom {
       const flags = view.getUint16(at + 22, true);
       stats.packets++;
       stats.bytes += view.getUint32(at + 4, true);
-      const verdict = flags & FLAG_MALFORMED
-        ? MALFORMED
-        : this.#identifier.identify(port, this.#buf, i * SLOT, length, (flags & 1) !== 0);
+      const verdict = this.#identifier.identifyRecord(port, this.#buf, i * SLOT, length, flags);
       if (verdict >= 0) {
         this.#types[i] = verdict;
         // Receive time as a double (no BigInt per datagram): ~256 ns resolution is plenty for ages.
@@ -378,6 +377,8 @@ export class Decom {
     const size = why === OVERSIZE ? `${orig} bytes` : `${length} bytes`;
     const what = why === MALFORMED
       ? `an MQTT message on ${this.#input.describe()}`
+      : this.#input instanceof StreamInput
+      ? `bytes of ${this.#input.describe()}`
       : `a datagram on port ${port} from ${from}`;
     this.#opts.log(
       `rejected ${what}: ${name} (${size}): ${head}${length > 32 ? "…" : ""} (kept raw in the log)`,
@@ -406,6 +407,11 @@ export class Decom {
           view.setBigUint64(0, BigInt(this.stats.kernelDrops), true);
           break;
         case "connected":
+          if (this.#input instanceof StreamInput) {
+            view.setBigUint64(0, BigInt(this.#input.stats().connected), true);
+            break;
+          }
+          // falls through: an MQTT source
         case "gaps": {
           const mqtt = (this.#input as MqttInput).stats();
           view.setBigUint64(

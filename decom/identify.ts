@@ -12,13 +12,19 @@ export const WRONG_LENGTH = -3;
 export const OVERSIZE = -4;
 /** A message on an MQTT source's topic that is not a raw packet (see docs/mqtt.md). */
 export const MALFORMED = -5;
+/** Bytes of a serial or TCP stream that are no packet (garbage, a cut or broken frame). */
+export const UNFRAMED = -6;
+/** A COBS or SLIP frame of a serial or TCP stream whose CRC failed. */
+export const BAD_CRC = -7;
 
 export type Rejection =
   | typeof UNKNOWN_PORT
   | typeof UNKNOWN_ID
   | typeof WRONG_LENGTH
   | typeof OVERSIZE
-  | typeof MALFORMED;
+  | typeof MALFORMED
+  | typeof UNFRAMED
+  | typeof BAD_CRC;
 
 /** Human words for a rejection, for logs and counters. */
 export const REJECTION_NAMES: Record<Rejection, string> = {
@@ -27,7 +33,19 @@ export const REJECTION_NAMES: Record<Rejection, string> = {
   [WRONG_LENGTH]: "wrong length",
   [OVERSIZE]: "oversize (truncated by the receive buffer)",
   [MALFORMED]: "not a gsw raw packet",
+  [UNFRAMED]: "unframed bytes (garbage, or a packet cut or failing its CRC)",
+  [BAD_CRC]: "bad CRC",
 };
+
+/**
+ * Flags of a record (decom's receive metadata, the log's flags field) set where it was
+ * received: bit 0 truncated (`udp.rs`), bit 8 not a raw packet (`mqtt.rs`), bit 9 a stream
+ * frame failing its CRC and bit 10 bytes of a stream that are no packet (`stream.rs`).
+ */
+const FLAG_TRUNCATED = 1;
+const FLAG_MALFORMED = 1 << 8;
+const FLAG_BAD_CRC = 1 << 9;
+const FLAG_UNFRAMED = 1 << 10;
 
 interface PortRule {
   /** Packets on this port without an id field (at most one, by config validation). */
@@ -67,6 +85,20 @@ export class Identifier {
   /** Ports with at least one packet type. */
   get ports(): number[] {
     return [...this.#ports.keys()].sort((a, b) => a - b);
+  }
+
+  /** `identify` for a record with its flags: what its receiver already refused stays refused. */
+  identifyRecord(
+    port: number,
+    data: Uint8Array,
+    offset: number,
+    length: number,
+    flags: number,
+  ): number {
+    if (flags & FLAG_MALFORMED) return MALFORMED;
+    if (flags & FLAG_UNFRAMED) return UNFRAMED;
+    if (flags & FLAG_BAD_CRC) return BAD_CRC;
+    return this.identify(port, data, offset, length, (flags & FLAG_TRUNCATED) !== 0);
   }
 
   identify(

@@ -10,6 +10,7 @@ import {
   Batch,
   MqttSource,
   READABLE,
+  StreamSource,
   UdpSocket,
   type Waitset,
   WANT_READ,
@@ -240,5 +241,95 @@ export class MqttInput implements Input {
 
   close(): void {
     this.#client.close();
+  }
+}
+
+/**
+ * A serial device or TCP stream cut into packets by its framing (`ffi/src/stream.rs`): one
+ * epoll descriptor to watch, serviced when readable or when a timer (reopening, a half-received
+ * packet given up) is due. Its packets and rejected bytes arrive on port 0.
+ */
+export class StreamInput implements Input {
+  readonly #stream: StreamSource;
+  #dueAt = 0;
+
+  constructor(readonly source: Source, readonly intake: Intake) {
+    const s = source.stream!;
+    const f = s.framing;
+    const endpoint = s.device !== undefined
+      ? {
+        kind: "serial" as const,
+        device: s.device,
+        baud: s.baud,
+        dataBits: s.dataBits,
+        parity: s.parity,
+        stopBits: s.stopBits,
+        flowControl: s.flowControl,
+      }
+      : { kind: s.connect ? "connect" as const : "listen" as const, ...(s.connect ?? s.listen)! };
+    this.#stream = new StreamSource(endpoint, {
+      kind: f.kind,
+      sync: f.sync ? Uint8Array.from(f.sync) : undefined,
+      size: f.size,
+      lengthBytes: f.lengthBytes,
+      lengthBig: f.lengthBig,
+      crc: f.crc,
+      crcBig: f.crcBig,
+      minLength: f.minLength,
+      maxLength: f.maxLength,
+    });
+  }
+
+  register(ws: Waitset, base: number): void {
+    ws.add(this.#stream.fd, base, READABLE);
+  }
+
+  ready(): void {
+    this.#service();
+  }
+
+  poll(): number {
+    if (performance.now() >= this.#dueAt) this.#service();
+    return Math.max(1, Math.ceil(this.#dueAt - performance.now()));
+  }
+
+  #service(): void {
+    const stream = this.#stream;
+    const { buf, meta } = this.intake;
+    for (;;) {
+      const wait = stream.service();
+      this.#dueAt = performance.now() + Math.max(wait, 1);
+      for (const line of stream.events()) this.intake.log(line);
+      let took = 0;
+      for (;;) {
+        const n = stream.recv(buf, SLOT, meta);
+        if (n === 0) break;
+        took += n;
+        this.intake.ingest(n, 0);
+      }
+      // Reading pauses while decom has a full inbox waiting: go on until it is drained.
+      if (wait > 0 || took === 0) return;
+    }
+  }
+
+  stats() {
+    return this.#stream.stats();
+  }
+
+  kernelDrops(): number {
+    return 0;
+  }
+
+  describe(): string {
+    const s = this.source.stream!;
+    const f = s.framing;
+    const framing = `${f.kind} framing${f.crc === "none" ? "" : `, ${f.crc}`}`;
+    if (s.device !== undefined) return `serial ${s.device} at ${s.baud} baud (${framing})`;
+    const a = s.connect ?? s.listen!;
+    return `TCP ${s.connect ? "connecting to" : "listening on"} ${a.host}:${a.port} (${framing})`;
+  }
+
+  close(): void {
+    this.#stream.close();
   }
 }

@@ -81,3 +81,14 @@ export {
   WANT_READ,
   WANT_WRITE,
 } from "./mqtt.ts";
+export {
+  type CrcKind,
+  encodeFrame,
+  FLAG_BAD_CRC,
+  FLAG_UNFRAMED,
+  type FramingKind,
+  type FramingOptions,
+  type StreamEndpoint,
+  StreamSource,
+  type StreamSourceStats,
+} from "./stream.ts";

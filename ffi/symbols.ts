@@ -305,6 +305,32 @@ export const symbols = {
   // int32_t gsw_mqtt_next_event(MqttSource *m, uint8_t *out, uint32_t cap)
   gsw_mqtt_next_event: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
 
+  // StreamSource *gsw_stream_new(const uint8_t spec[48], uint32_t len, const uint8_t *text,
+  //                              uint32_t text_len)
+  gsw_stream_new: { parameters: ["buffer", "u32", "buffer", "u32"], result: "pointer" },
+  // void gsw_stream_free(StreamSource *s)
+  gsw_stream_free: { parameters: ["pointer"], result: "void" },
+  // int32_t gsw_stream_fd(StreamSource *s)
+  gsw_stream_fd: { parameters: ["pointer"], result: "i32" },
+  // int32_t gsw_stream_service(StreamSource *s)
+  gsw_stream_service: { parameters: ["pointer"], result: "i32" },
+  // int32_t gsw_stream_recv(StreamSource *s, uint8_t *buf, uint32_t buf_len, uint32_t slot,
+  //                         uint8_t *meta, uint32_t meta_len)
+  gsw_stream_recv: {
+    parameters: ["pointer", "buffer", "u32", "u32", "buffer", "u32"],
+    result: "i32",
+  },
+  // int32_t gsw_stream_stats(StreamSource *s, uint64_t out[5])
+  gsw_stream_stats: { parameters: ["pointer", "buffer"], result: "i32" },
+  // int32_t gsw_stream_next_event(StreamSource *s, uint8_t *out, uint32_t cap)
+  gsw_stream_next_event: { parameters: ["pointer", "buffer", "u32"], result: "i32" },
+  // int32_t gsw_frame_encode(const uint8_t spec[48], uint32_t len, const uint8_t *packet,
+  //                          uint32_t packet_len, uint8_t *out, uint32_t out_len)
+  gsw_frame_encode: {
+    parameters: ["buffer", "u32", "buffer", "u32", "buffer", "u32"],
+    result: "i32",
+  },
+
   // Benchmark references: the hot calls' parameter types, doing nothing (see ffi/src/abi/bench.rs).
   gsw_bench_noop_publish: {
     parameters: ["pointer", "u32", "buffer", "u32", "u64", "u64"],
@@ -320,6 +346,6 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version these bindings were written for (`ABI_VERSION` in `ffi/src/abi.rs`). */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

@@ -317,7 +317,7 @@ async function exportLog(
     for (const r of batch) {
       warnHash(r, config, warnedHashes);
       const ident = bySource[r.source] ?? any;
-      const verdict = ident.identify(r.dstPort, r.payload, 0, r.payload.length, r.truncated);
+      const verdict = ident.identifyRecord(r.dstPort, r.payload, 0, r.payload.length, r.flags);
       if (verdict < 0) {
         rejected.set(verdict as Rejection, (rejected.get(verdict as Rejection) ?? 0) + 1);
         continue;

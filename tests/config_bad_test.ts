@@ -146,7 +146,7 @@ const CASES: [string, number, number, string, number?][] = [
     5,
     `the merge key "<<" in measurement "A" refers to a map that contains it`,
   ],
-  ["missing-port.yaml", 6, 5, `packet "P": missing required key "port"`],
+  ["missing-port.yaml", 6, 5, `packet "P": missing "port"; add "port: N" (the UDP port)`],
   [
     "port-out-of-range.yaml",
     7,
@@ -189,7 +189,7 @@ const CASES: [string, number, number, string, number?][] = [
     "source-bad-type.yaml",
     5,
     5,
-    `type must be one of udp, mqtt, not the text "mqqt" (did you mean "mqtt"?)`,
+    `type must be one of udp, mqtt, serial, tcp, not the text "mqqt" (did you mean "mqtt"?)`,
   ],
   ["missing-size.yaml", 4, 3, `measurement "A": missing required key "size"`],
   [

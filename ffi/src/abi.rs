@@ -32,10 +32,11 @@ mod mqtt;
 mod pipeline;
 mod segments;
 mod sockets;
+mod stream;
 mod waitsets;
 
 /// Version of this ABI; the TypeScript side refuses a library with another.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// # Safety
 /// `ptr` must be null or point at `len` readable bytes that stay valid for `'a`.

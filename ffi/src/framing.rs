@@ -20,7 +20,8 @@ pub enum Kind {
     Sync { word: Vec<u8>, size: usize },
     /// A `bytes`-byte unsigned length (of the packet alone), then the packet.
     Length { bytes: usize, big: bool },
-    /// Consistent Overhead Byte Stuffing, each packet followed by a 0x00.
+    /// Consistent Overhead Byte Stuffing, each packet between two 0x00 delimiters (a
+    /// stream with only the one after each packet decodes too).
     Cobs,
     /// RFC 1055: each packet followed by END (0xC0), END and ESC (0xDB) escaped.
     Slip,
@@ -393,6 +394,9 @@ pub fn encode(f: &Framing, packet: &[u8], out: &mut Vec<u8>) -> Result<(), Strin
         Kind::Cobs => {
             let mut body = packet.to_vec();
             f.crc.put(packet, f.crc_big, &mut body);
+            // A delimiter before the packet too (as SLIP's END): garbage on the line before
+            // it then ends there, and never costs this packet.
+            out.push(0);
             cobs_encode(&body, out);
             out.push(0);
         }

@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod segment;
 pub mod signals;
 pub mod sock;
+pub mod stream;
 pub mod sys;
 pub mod udp;
 pub mod waitset;

@@ -648,7 +648,7 @@ fn next_packet(buf: &[u8]) -> std::result::Result<Option<Framed<'_>>, String> {
     Ok(Some((buf[0], &buf[at..at + len], at + len)))
 }
 
-fn resolve(host: &str, port: u16) -> std::result::Result<SocketAddrV4, String> {
+pub(crate) fn resolve(host: &str, port: u16) -> std::result::Result<SocketAddrV4, String> {
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
         return Ok(SocketAddrV4::new(ip, port));
     }
@@ -662,7 +662,7 @@ fn resolve(host: &str, port: u16) -> std::result::Result<SocketAddrV4, String> {
         .ok_or_else(|| format!("{host} has no IPv4 address"))
 }
 
-fn tcp_connect(addr: SocketAddrV4) -> std::result::Result<OwnedFd, String> {
+pub(crate) fn tcp_connect(addr: SocketAddrV4) -> std::result::Result<OwnedFd, String> {
     // SAFETY: plain syscall with constant arguments.
     let fd = sys::own(
         unsafe {
