@@ -64,9 +64,19 @@ export function summarize(config: Config): string {
   for (const s of config.sources) {
     const group = s.multicast ? `  multicast ${s.multicast}` : "";
     const ports = `ports ${s.ports.join(", ") || "none"}`;
+    const st = s.stream;
+    const framing = st ? `${st.framing.kind} framing, CRC ${st.framing.crc}` : "";
     lines.push(
       s.mqtt
         ? `  ${s.name}  MQTT ${s.mqtt.url}  topic ${s.mqtt.topic}  QoS ${s.mqtt.qos}  (${ports})`
+        : st?.device !== undefined
+        ? `  ${s.name}  serial ${st.device}  ${st.baud} baud  ${st.dataBits}${
+          st.parity[0].toUpperCase()
+        }${st.stopBits}  ${framing}`
+        : st
+        ? `  ${s.name}  TCP ${st.connect ? "connect" : "listen"} ${
+          (st.connect ?? st.listen)!.host
+        }:${(st.connect ?? st.listen)!.port}  ${framing}`
         : `  ${s.name}  bind ${s.bind}${group}  ${ports}`,
     );
   }
