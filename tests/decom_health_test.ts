@@ -47,7 +47,11 @@ Deno.test("decom counts, rejects and reports link health as measurements", async
 
   await eventually("health to count every datagram", () => {
     poll();
-    return latest.get("vehicle.packets") === BigInt(total) ? true : undefined;
+    // Each health value is its own channel, published one after another: wait for both.
+    return latest.get("vehicle.packets") === BigInt(total) &&
+        latest.get("vehicle.bytes") === BigInt(bytes)
+      ? true
+      : undefined;
   });
   // Counters are 8-byte unsigned integers, so they decode as bigint.
   assertEquals(latest.get("vehicle.bytes"), BigInt(bytes));
