@@ -154,6 +154,18 @@ fn kind(k: u32) -> Result<Kind> {
 }
 
 /// Writes one record (`segment::write_record` at offset 0) into `out`; returns 1.
+/// Copies `line` (UTF-8) into `out`, cut at a character boundary if it is longer; returns its
+/// length, 0 for none. The `next_event` calls of the sources share it.
+pub(crate) fn copy_line(line: Option<String>, out: &mut [u8]) -> i64 {
+    let Some(line) = line else { return 0 };
+    let mut len = line.len().min(out.len());
+    while !line.is_char_boundary(len) {
+        len -= 1;
+    }
+    out[..len].copy_from_slice(&line.as_bytes()[..len]);
+    len as i64
+}
+
 fn write_one(
     out: &mut [u8],
     channel: usize,

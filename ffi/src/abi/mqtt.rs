@@ -178,14 +178,6 @@ pub unsafe extern "C" fn gsw_mqtt_next_event(m: *mut MqttSource, out: *mut u8, c
     boundary(|| {
         // SAFETY: per this function's contract.
         let (m, out) = unsafe { (obj_mut(m)?, bytes_mut(out, cap as usize)?) };
-        let Some(line) = m.next_event() else {
-            return Ok(0);
-        };
-        let mut len = line.len().min(out.len());
-        while !line.is_char_boundary(len) {
-            len -= 1;
-        }
-        out[..len].copy_from_slice(&line.as_bytes()[..len]);
-        Ok(len as i64)
+        Ok(super::copy_line(m.next_event(), out))
     }) as i32
 }

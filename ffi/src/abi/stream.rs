@@ -212,15 +212,7 @@ pub unsafe extern "C" fn gsw_stream_next_event(
     boundary(|| {
         // SAFETY: per this function's contract.
         let (s, out) = unsafe { (obj_mut(s)?, bytes_mut(out, cap as usize)?) };
-        let Some(line) = s.next_event() else {
-            return Ok(0);
-        };
-        let mut len = line.len().min(out.len());
-        while !line.is_char_boundary(len) {
-            len -= 1;
-        }
-        out[..len].copy_from_slice(&line.as_bytes()[..len]);
-        Ok(len as i64)
+        Ok(super::copy_line(s.next_event(), out))
     }) as i32
 }
 
