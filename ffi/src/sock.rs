@@ -117,44 +117,96 @@ fn connect_raw(fd: BorrowedFd<'_>, path: &Path) -> Result<()> {
 /// Binds a socket at `path` (and listens, for SEQPACKET). A socket file left behind by a
 /// process that died is replaced; one that a live process still serves is refused with
 /// EADDRINUSE, so two servers never silently steal each other's clients.
+///
+/// The socket is bound and listening under a private name first and then hard-linked to
+/// `path` in one step (a UNIX socket is found by its inode, so either name reaches it): a
+/// client that finds the file finds a server already accepting. Binding in place would leave
+/// a moment where the file exists but connecting is refused, and a program that waits for
+/// the file would take that for "no server". Replacing a stale file happens under a lock on
+/// the directory, so that two servers starting together cannot both take it.
 pub fn listen(path: &Path, kind: Kind) -> Result<OwnedFd> {
     let fd = socket(kind)?;
-    if let Err(err) = bind(fd.as_fd(), path) {
-        if err.raw_os_error() != Some(libc::EADDRINUSE) {
-            return Err(Error::from_io(
-                &format!("cannot create socket {}", path.display()),
-                err,
-            ));
-        }
-        // Someone left a socket file here. Is anybody listening on it?
-        let probe = socket(kind)?;
-        match connect_raw(probe.as_fd(), path) {
-            Ok(()) => {
-                return Err(Error::errno(
-                    libc::EADDRINUSE,
-                    &format!(
-                        "another process is already serving {}; stop it first or use another run directory",
-                        path.display()
-                    ),
-                ))
-            }
-            Err(e) if e.code == libc::ECONNREFUSED => {
-                std::fs::remove_file(path).map_err(|e| {
-                    Error::from_io(&format!("cannot remove stale socket {}", path.display()), e)
-                })?;
-                bind(fd.as_fd(), path).map_err(|e| {
-                    Error::from_io(&format!("cannot create socket {}", path.display()), e)
-                })?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let Some(private) = private_name(path) else {
+        // The directory's name leaves no room for a second name: bind in place.
+        bind_at(fd.as_fd(), path, kind)?;
+        return Ok(fd);
+    };
+    // A name of this process's is ours to replace (left by a listen that failed midway).
+    let _ = std::fs::remove_file(&private);
+    bind_at(fd.as_fd(), &private, kind)?;
+    let linked = link_or_replace(&private, path, kind);
+    // The private name has done its job (or the link failed): the socket keeps `path` only.
+    let _ = std::fs::remove_file(&private);
+    linked?;
+    Ok(fd)
+}
+
+/// A short name beside `path` for this process's socket until it is linked there, or None if
+/// even that would not fit a socket address.
+fn private_name(path: &Path) -> Option<std::path::PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Relaxed: the counter only has to hand out distinct numbers within this process.
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!(".gsw-{}-{n}.sock", std::process::id());
+    let private = path.parent().unwrap_or(Path::new(".")).join(name);
+    address(&private).ok().map(|_| private)
+}
+
+fn bind_at(fd: BorrowedFd<'_>, path: &Path, kind: Kind) -> Result<()> {
+    bind(fd, path)
+        .map_err(|e| Error::from_io(&format!("cannot create socket {}", path.display()), e))?;
     if kind == Kind::SeqPacket {
         // SAFETY: `fd` is a bound socket.
         let ret = unsafe { libc::listen(fd.as_raw_fd(), 128) };
         sys::check(ret, "listen failed")?;
     }
-    Ok(fd)
+    Ok(())
+}
+
+/// Links the listening socket's private name to `path`; a file already at `path` is replaced
+/// only if nobody serves it.
+fn link_or_replace(private: &Path, path: &Path, kind: Kind) -> Result<()> {
+    let cannot =
+        |e: std::io::Error| Error::from_io(&format!("cannot create socket {}", path.display()), e);
+    match std::fs::hard_link(private, path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(cannot(e)),
+    }
+    let dir = std::fs::File::open(path.parent().unwrap_or(Path::new("."))).map_err(|e| {
+        Error::from_io(
+            &format!("cannot open the directory of {}", path.display()),
+            e,
+        )
+    })?;
+    // SAFETY: `dir` is an open descriptor for this call; the lock is released when it closes.
+    let ret = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) };
+    sys::check(ret, "flock failed")?;
+    // Someone left a socket file here. Is anybody listening on it?
+    let probe = socket(kind)?;
+    match connect_raw(probe.as_fd(), path) {
+        Ok(()) => Err(Error::errno(
+            libc::EADDRINUSE,
+            &format!(
+                "another process is already serving {}; stop it first or use another run directory",
+                path.display()
+            ),
+        )),
+        Err(e) if e.code == libc::ECONNREFUSED || e.code == libc::ENOENT => {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::from_io(
+                        &format!("cannot remove stale socket {}", path.display()),
+                        e,
+                    ))
+                }
+            }
+            std::fs::hard_link(private, path).map_err(cannot)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Connects to the socket at `path`. The connection is made blocking (a UNIX connect either
@@ -475,6 +527,36 @@ mod tests {
         drop((c, l1));
         // The file is still there, but nobody listens: a new server takes it over.
         let _l2 = listen(&path, Kind::SeqPacket).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn listen_is_one_step_and_one_server_wins_a_stale_file() {
+        let dir = std::env::temp_dir().join(format!("gsw-sock-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        for _ in 0..20 {
+            // A stale file (its server gone), then 8 servers starting at once.
+            drop(listen(&path, Kind::SeqPacket).unwrap());
+            let winners: Vec<_> = (0..8)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || listen(&path, Kind::SeqPacket).ok())
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|t| t.join().unwrap())
+                .collect();
+            assert_eq!(winners.len(), 1, "exactly one server takes a stale file");
+            // The file is the winner's: connecting reaches it, and no private name is left.
+            let _c = connect(&path, Kind::SeqPacket).unwrap();
+            assert!(accept(winners[0].as_fd()).unwrap().is_some());
+            let names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, vec![std::ffi::OsString::from("s.sock")]);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
