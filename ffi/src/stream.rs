@@ -425,10 +425,12 @@ impl StreamSource {
                 continue;
             }
             let err = std::io::Error::last_os_error();
-            if n < 0 && err.raw_os_error() == Some(libc::EAGAIN) {
-                if bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
-                    && matches!(self.endpoint, Endpoint::Serial { .. })
-                {
+            let serial = matches!(self.endpoint, Endpoint::Serial { .. });
+            // A tty in raw mode with VMIN = VTIME = 0 answers "nothing now" with 0, not EAGAIN
+            // (n_tty checks the zero timeout before O_NONBLOCK): for a device, 0 is no end. An
+            // unplugged device says EIO or hangs up instead.
+            if (n < 0 && err.raw_os_error() == Some(libc::EAGAIN)) || (n == 0 && serial) {
+                if bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 && serial {
                     return self.lost(i, now, "hung up".into());
                 }
                 return;
