@@ -8,6 +8,7 @@
 import type { Source } from "../config/mod.ts";
 import {
   Batch,
+  framingOptions,
   MqttSource,
   READABLE,
   StreamSource,
@@ -255,7 +256,6 @@ export class StreamInput implements Input {
 
   constructor(readonly source: Source, readonly intake: Intake) {
     const s = source.stream!;
-    const f = s.framing;
     const endpoint = s.device !== undefined
       ? {
         kind: "serial" as const,
@@ -267,17 +267,7 @@ export class StreamInput implements Input {
         flowControl: s.flowControl,
       }
       : { kind: s.connect ? "connect" as const : "listen" as const, ...(s.connect ?? s.listen)! };
-    this.#stream = new StreamSource(endpoint, {
-      kind: f.kind,
-      sync: f.sync ? Uint8Array.from(f.sync) : undefined,
-      size: f.size,
-      lengthBytes: f.lengthBytes,
-      lengthBig: f.lengthBig,
-      crc: f.crc,
-      crcBig: f.crcBig,
-      minLength: f.minLength,
-      maxLength: f.maxLength,
-    });
+    this.#stream = new StreamSource(endpoint, framingOptions(s.framing));
   }
 
   register(ws: Waitset, base: number): void {

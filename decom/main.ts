@@ -14,9 +14,9 @@ const spec = {
   usage:
     "decom [--config FILE] [--source NAME] [--run-dir DIR] [--batch N] [--packet-ring KIB] [--log-buffer MIB]",
   help: `
-Receives the telemetry of one data source (UDP, or raw packets over MQTT from another
-machine's bridge), hands every datagram to the logger, and
-publishes each measurement to shared-memory channels that brokers attach to. Run one decom
+Receives the telemetry of one data source (UDP; a serial radio or a TCP stream, cut into
+packets by its framing; or raw packets over MQTT from another machine's bridge), hands every
+packet to the logger, and publishes each measurement to shared-memory channels that brokers attach to. Run one decom
 per data source; it keeps publishing whether or not a broker or logger is running.
 
 options:

@@ -88,7 +88,9 @@ export {
   FLAG_UNFRAMED,
   type FramingKind,
   type FramingOptions,
+  framingOptions,
   type StreamEndpoint,
+  StreamOut,
   StreamSource,
   type StreamSourceStats,
 } from "./stream.ts";

@@ -3,8 +3,10 @@
  * TCP senders it accepts, cut into packets by a framing, delivered in the UDP batch layout. And
  * the same framings for writing (replay, the simulator, tests).
  */
-import { NativeObject } from "./handle.ts";
-import { check, checkPtr, native } from "./library.ts";
+import type { FramingSettings } from "../config/types.ts";
+import { NativeObject, OwnedFd } from "./handle.ts";
+import { check, checkPtr, EAGAIN, GswError, native } from "./library.ts";
+import { HANGUP, READABLE, Waitset, WRITABLE } from "./waitset.ts";
 
 /** Metadata flags of delivered records (offset 22): bytes that were no packet. */
 export const FLAG_BAD_CRC = 1 << 9;
@@ -26,6 +28,21 @@ export interface FramingOptions {
   /** Shortest and longest packet the source knows (a length outside is garbage). */
   minLength: number;
   maxLength: number;
+}
+
+/** A source's framing as its config describes it (`source.stream.framing`). */
+export function framingOptions(f: FramingSettings): FramingOptions {
+  return {
+    kind: f.kind,
+    sync: f.sync ? Uint8Array.from(f.sync) : undefined,
+    size: f.size,
+    lengthBytes: f.lengthBytes,
+    lengthBig: f.lengthBig,
+    crc: f.crc,
+    crcBig: f.crcBig,
+    minLength: f.minLength,
+    maxLength: f.maxLength,
+  };
 }
 
 export type StreamEndpoint =
@@ -146,4 +163,119 @@ export function encodeFrame(framing: FramingOptions, packet: Uint8Array): Uint8A
     "framing a packet",
   );
   return out.slice(0, n);
+}
+
+/**
+ * Where a stream source's bytes are written, as its radio or modem would write them: the
+ * serial device at its line settings (for a PTY pair, the end decom does not open), a TCP
+ * connection to a decom that listens, or a TCP listener for a decom that connects (`ready()`
+ * waits for that connection). Writes wait while the device or socket is full; nothing is
+ * dropped. Used by `replay`.
+ */
+export class StreamOut implements Disposable {
+  readonly #ws = new Waitset();
+  #listener: OwnedFd | null = null;
+  #fd: OwnedFd | null = null;
+  /** The TCP port listened on (a listen endpoint), else 0. */
+  readonly port: number = 0;
+  /** Bytes written so far. */
+  bytes = 0;
+  /** Times a write found the device or socket full and waited. */
+  waits = 0;
+
+  constructor(readonly endpoint: StreamEndpoint) {
+    const text = new TextEncoder().encode(
+      endpoint.kind === "serial" ? endpoint.device : endpoint.host,
+    );
+    const s = spec(
+      { kind: "cobs", crc: "none", crcBig: false, minLength: 0, maxLength: 0 },
+      endpoint,
+    );
+    const fd = new OwnedFd(
+      check(native().gsw_stream_out_open(s, s.byteLength, text, text.byteLength), this.where),
+      this.where,
+    );
+    if (endpoint.kind === "listen") {
+      this.#listener = fd;
+      this.port = check(native().gsw_stream_out_port(fd.fd), "reading the listener's port");
+      this.#ws.add(fd.fd, 0, READABLE);
+    } else {
+      this.#attach(fd);
+    }
+  }
+
+  /** What this writes to, for messages: the device, or the TCP address. */
+  get where(): string {
+    const e = this.endpoint;
+    return e.kind === "serial" ? e.device : `${e.host}:${this.port || e.port}`;
+  }
+
+  /** Whether there is a device or connection to write to (a listener: once one connected). */
+  get connected(): boolean {
+    return this.#fd !== null;
+  }
+
+  #attach(fd: OwnedFd): void {
+    this.#fd = fd;
+    this.#ws.add(fd.fd, 1, WRITABLE);
+  }
+
+  /** Waits for the connection a listener expects (at once for the other kinds). */
+  async ready(timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    while (!this.#fd) {
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new GswError(
+          110,
+          "ETIMEDOUT",
+          `nobody connected to ${this.where} within ${timeoutMs / 1000} s`,
+        );
+      }
+      if (signal?.aborted) throw signal.reason;
+      const r = native().gsw_stream_out_accept(this.#listener!.fd);
+      if (r !== EAGAIN) {
+        this.#attach(new OwnedFd(check(r, `accepting on ${this.where}`), "connection"));
+        this.#ws.remove(this.#listener!.fd);
+        break;
+      }
+      await this.#ws.wait(Math.min(Math.ceil(left), 100));
+    }
+  }
+
+  /** Writes all of `data`, waiting while the device or socket is full. */
+  async write(data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    const fd = this.#fd;
+    if (!fd) throw new GswError(107, "ENOTCONN", `nothing to write to yet at ${this.where}`);
+    let at = 0;
+    while (at < data.byteLength) {
+      const part = data.subarray(at);
+      const n = check(
+        native().gsw_stream_out_write(fd.fd, part, part.byteLength),
+        `writing to ${this.where}`,
+      );
+      at += n;
+      this.bytes += n;
+      if (at < data.byteLength) {
+        if (signal?.aborted) throw signal.reason;
+        this.waits++;
+        const ready = await this.#ws.wait(100);
+        if (ready.some((r) => r.events & HANGUP)) {
+          throw new GswError(32, "EPIPE", `${this.where}: the other end went away`);
+        }
+      }
+    }
+  }
+
+  close(): void {
+    this.#ws.close();
+    this.#fd?.close();
+    this.#listener?.close();
+    this.#fd = null;
+    this.#listener = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
 }

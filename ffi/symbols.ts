@@ -330,6 +330,15 @@ export const symbols = {
     parameters: ["buffer", "u32", "buffer", "u32", "buffer", "u32"],
     result: "i32",
   },
+  // int32_t gsw_stream_out_open(const uint8_t spec[48], uint32_t len, const uint8_t *text,
+  //                             uint32_t text_len)
+  gsw_stream_out_open: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
+  // int32_t gsw_stream_out_port(int listener)
+  gsw_stream_out_port: { parameters: ["i32"], result: "i32" },
+  // int32_t gsw_stream_out_accept(int listener)
+  gsw_stream_out_accept: { parameters: ["i32"], result: "i32" },
+  // int32_t gsw_stream_out_write(int fd, const uint8_t *data, uint32_t len)
+  gsw_stream_out_write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
 
   // Benchmark references: the hot calls' parameter types, doing nothing (see ffi/src/abi/bench.rs).
   gsw_bench_noop_publish: {
@@ -346,6 +355,6 @@ export const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The ABI version these bindings were written for (`ABI_VERSION` in `ffi/src/abi.rs`). */
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 8;
 
 export type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

@@ -4,13 +4,7 @@
  */
 import { dirname, resolve } from "node:path";
 import { type CommandSpec, parseCommand, runCommand, UsageError, UserError } from "../cli/args.ts";
-import {
-  type Config,
-  ConfigError,
-  decodePacket,
-  loadConfig,
-  type RawValue,
-} from "../config/mod.ts";
+import { type Config, decodePacket, type RawValue } from "../config/mod.ts";
 import { Identifier, type Rejection, REJECTION_NAMES } from "../decom/identify.ts";
 import type { LineOptions } from "../influx/line.ts";
 import {
@@ -20,7 +14,7 @@ import {
   lineOptionsHelp,
 } from "../influx/options.ts";
 import { type LogEntry, LogReader } from "./format.ts";
-import { logFiles } from "./paths.ts";
+import { configForLog, logFiles } from "./paths.ts";
 import { plural } from "./text.ts";
 import { CONFIG_COPY } from "./writer.ts";
 
@@ -110,15 +104,7 @@ export async function main(args: string[]): Promise<number> {
       influx: lineOptions(values, format),
     };
     const files = await logFiles(positionals);
-    const configPath: string = values.config ?? `${dirname(files[0])}/${CONFIG_COPY}`;
-    let config: Config;
-    try {
-      config = await loadConfig(configPath);
-    } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      const hint = values.config ? "" : " (no config given: give one with --config FILE)";
-      throw new UserError(`cannot use the config${hint}:\n${e.message}`);
-    }
+    const config = await configForLog(files, values.config);
     const rows = formatRows(config, opts);
     const out = await openOutput(values.output, args);
     try {

@@ -1,5 +1,8 @@
 /** Turns the LOG… arguments of replay and export into log files: files as given, run dirs expanded. */
+import { dirname } from "node:path";
 import { UserError } from "../cli/args.ts";
+import { type Config, ConfigError, loadConfig } from "../config/mod.ts";
+import { CONFIG_COPY } from "./writer.ts";
 
 const LOG_FILE = /^gsw-(\d+)\.gswlog$/;
 
@@ -50,4 +53,19 @@ export async function totalSize(files: readonly string[]): Promise<number> {
     }
   }
   return n;
+}
+
+/**
+ * The config to read `files` with: `given`, else the copy the logger wrote beside the first
+ * file. Throws a UserError with the config's own message (file:line:col) when it cannot load.
+ */
+export async function configForLog(files: string[], given?: string): Promise<Config> {
+  const path = given ?? `${dirname(files[0])}/${CONFIG_COPY}`;
+  try {
+    return await loadConfig(path);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    const hint = given ? "" : " (no config given: give one with --config FILE)";
+    throw new UserError(`cannot use the config${hint}:\n${e.message}`);
+  }
 }

@@ -36,7 +36,7 @@ mod stream;
 mod waitsets;
 
 /// Version of this ABI; the TypeScript side refuses a library with another.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// # Safety
 /// `ptr` must be null or point at `len` readable bytes that stay valid for `'a`.

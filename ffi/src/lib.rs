@@ -17,6 +17,7 @@ pub mod segment;
 pub mod signals;
 pub mod sock;
 pub mod stream;
+pub mod stream_out;
 pub mod sys;
 pub mod udp;
 pub mod waitset;

@@ -7,6 +7,8 @@ use super::{boundary, boundary_ptr, bytes, bytes_mut, obj_mut, release_box};
 use crate::error::{Error, Result};
 use crate::framing::{Crc, Framing, Kind};
 use crate::stream::{Endpoint, Parity, StreamSource};
+use crate::{stream_out, sys};
+use std::os::fd::{IntoRawFd, RawFd};
 
 /// Bytes of the settings block `gsw_stream_new` reads (see there).
 pub const SPEC_LEN: usize = 48;
@@ -251,6 +253,74 @@ pub unsafe extern "C" fn gsw_frame_encode(
         }
         out[..v.len()].copy_from_slice(&v);
         Ok(v.len() as i64)
+    }) as i32
+}
+
+/// Opens where replay writes a stream source's bytes: the serial device at its line settings
+/// (kind 0), a TCP connection to a listening decom (kind 1: blocks up to 5 s connecting), or a
+/// TCP listener (kind 2) for a decom that connects, taken with `gsw_stream_out_accept`. The
+/// settings block and `text` are `gsw_stream_new`'s (the framing is not used here). Returns
+/// the non-blocking descriptor, owned by the caller.
+///
+/// # Safety
+/// `spec` `spec_len` and `text` `text_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_stream_out_open(
+    spec: *const u8,
+    spec_len: u32,
+    text: *const u8,
+    text_len: u32,
+) -> i32 {
+    boundary(|| {
+        // SAFETY: per this function's contract.
+        let (spec, text) = unsafe {
+            (
+                bytes(spec, spec_len as usize)?,
+                bytes(text, text_len as usize)?,
+            )
+        };
+        let text = String::from_utf8(text.to_vec())
+            .map_err(|_| Error::arg("a device path or host that is not UTF-8"))?;
+        let (endpoint, _, _) = parse(spec, text)?;
+        Ok(stream_out::open(&endpoint)?.into_raw_fd() as i64)
+    }) as i32
+}
+
+/// The TCP port a listener from `gsw_stream_out_open` is bound to.
+#[no_mangle]
+pub extern "C" fn gsw_stream_out_port(listener: RawFd) -> i32 {
+    boundary(|| {
+        // SAFETY: the caller passes an open descriptor, borrowed for this call only.
+        let l = unsafe { sys::borrow(listener)? };
+        Ok(stream_out::local_port(l)? as i64)
+    }) as i32
+}
+
+/// Takes the connection waiting on a listener from `gsw_stream_out_open`: its descriptor, or
+/// -EAGAIN when none is waiting.
+#[no_mangle]
+pub extern "C" fn gsw_stream_out_accept(listener: RawFd) -> i32 {
+    boundary(|| {
+        // SAFETY: the caller passes an open descriptor, borrowed for this call only.
+        let l = unsafe { sys::borrow(listener)? };
+        Ok(match stream_out::accept(l)? {
+            Some(fd) => fd.into_raw_fd() as i64,
+            None => -(libc::EAGAIN as i64),
+        })
+    }) as i32
+}
+
+/// Writes what the descriptor takes now of `data`: the bytes written, 0 when it is full (wait
+/// for it to be writable). A closed connection or an unplugged device is an error.
+///
+/// # Safety
+/// `data` `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn gsw_stream_out_write(fd: RawFd, data: *const u8, len: u32) -> i32 {
+    boundary(|| {
+        // SAFETY: per this function's contract; the descriptor is borrowed for this call.
+        let (fd, data) = unsafe { (sys::borrow(fd)?, bytes(data, len as usize)?) };
+        Ok(stream_out::write(fd, data)? as i64)
     }) as i32
 }
 
