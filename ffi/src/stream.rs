@@ -241,16 +241,7 @@ impl StreamSource {
 
     fn open(&mut self, now: u64) {
         let result = match self.endpoint.clone() {
-            Endpoint::Serial {
-                path,
-                baud,
-                data_bits,
-                parity,
-                stop_bits,
-                rtscts,
-                xonxoff,
-            } => open_serial(&path, baud, data_bits, parity, stop_bits, rtscts, xonxoff)
-                .map(|fd| (fd, false)),
+            Endpoint::Serial { .. } => open_device(&self.endpoint).map(|fd| (fd, false)),
             Endpoint::Connect { host, port } => crate::mqtt::resolve(&host, port)
                 .and_then(crate::mqtt::tcp_connect)
                 .map(|fd| (fd, true)),
@@ -582,8 +573,27 @@ fn speed(baud: u32) -> std::result::Result<libc::speed_t, String> {
     })
 }
 
+/// Opens a serial endpoint's device at its line settings (a TCP endpoint is an error).
+pub fn open_device(e: &Endpoint) -> std::result::Result<OwnedFd, String> {
+    let Endpoint::Serial {
+        path,
+        baud,
+        data_bits,
+        parity,
+        stop_bits,
+        rtscts,
+        xonxoff,
+    } = e
+    else {
+        return Err("not a serial device".into());
+    };
+    open_serial(
+        path, *baud, *data_bits, *parity, *stop_bits, *rtscts, *xonxoff,
+    )
+}
+
 /// Opens a serial device raw, non-blocking, at the given line settings.
-pub fn open_serial(
+fn open_serial(
     path: &str,
     baud: u32,
     data_bits: u8,

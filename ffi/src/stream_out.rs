@@ -5,7 +5,7 @@
 //! the caller waits for writability (or an incoming connection) in its waitset.
 
 use crate::error::{Error, Result};
-use crate::stream::{open_serial, Endpoint};
+use crate::stream::{open_device, Endpoint};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
@@ -17,18 +17,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// listener (`Listen`) whose one connection [`accept`] takes later.
 pub fn open(endpoint: &Endpoint) -> Result<OwnedFd> {
     match endpoint {
-        Endpoint::Serial {
-            path,
-            baud,
-            data_bits,
-            parity,
-            stop_bits,
-            rtscts,
-            xonxoff,
-        } => open_serial(
-            path, *baud, *data_bits, *parity, *stop_bits, *rtscts, *xonxoff,
-        )
-        .map_err(|why| Error::errno(libc::EIO, &format!("cannot open {path}: {why}"))),
+        Endpoint::Serial { path, .. } => open_device(endpoint)
+            .map_err(|why| Error::errno(libc::EIO, &format!("cannot open {path}: {why}"))),
         Endpoint::Connect { host, port } => {
             let failed =
                 |e: std::io::Error| Error::from_io(&format!("cannot connect to {host}:{port}"), e);

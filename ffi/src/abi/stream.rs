@@ -84,6 +84,28 @@ fn parse(spec: &[u8], text: String) -> Result<(Endpoint, Framing, u16)> {
     Ok((endpoint, framing, u16_at(spec, 14)))
 }
 
+/// The settings block and its device path or host, read.
+///
+/// # Safety
+/// `spec` `spec_len` and `text` `text_len` readable bytes.
+unsafe fn settings(
+    spec: *const u8,
+    spec_len: u32,
+    text: *const u8,
+    text_len: u32,
+) -> Result<(Endpoint, Framing, u16)> {
+    // SAFETY: per this function's contract.
+    let (spec, text) = unsafe {
+        (
+            bytes(spec, spec_len as usize)?,
+            bytes(text, text_len as usize)?,
+        )
+    };
+    let text = String::from_utf8(text.to_vec())
+        .map_err(|_| Error::arg("a device path or host that is not UTF-8"))?;
+    parse(spec, text)
+}
+
 /// Creates a stream source. `spec` is `SPEC_LEN` bytes, little-endian: kind u8 @0 (0 serial,
 /// 1 TCP connect, 2 TCP listen), data bits u8 @1, parity u8 @2 (0 none, 1 even, 2 odd), stop
 /// bits u8 @3, flow control u8 @4 (0 none, 1 RTS/CTS, 2 XON/XOFF), framing u8 @5 (0 sync, 1
@@ -104,15 +126,7 @@ pub unsafe extern "C" fn gsw_stream_new(
 ) -> *mut StreamSource {
     boundary_ptr(|| {
         // SAFETY: per this function's contract.
-        let (spec, text) = unsafe {
-            (
-                bytes(spec, spec_len as usize)?,
-                bytes(text, text_len as usize)?,
-            )
-        };
-        let text = String::from_utf8(text.to_vec())
-            .map_err(|_| Error::arg("a device path or host that is not UTF-8"))?;
-        let (endpoint, framing, port) = parse(spec, text)?;
+        let (endpoint, framing, port) = unsafe { settings(spec, spec_len, text, text_len)? };
         Ok(Box::into_raw(Box::new(StreamSource::new(
             endpoint, framing, port,
         )?)))
@@ -273,15 +287,7 @@ pub unsafe extern "C" fn gsw_stream_out_open(
 ) -> i32 {
     boundary(|| {
         // SAFETY: per this function's contract.
-        let (spec, text) = unsafe {
-            (
-                bytes(spec, spec_len as usize)?,
-                bytes(text, text_len as usize)?,
-            )
-        };
-        let text = String::from_utf8(text.to_vec())
-            .map_err(|_| Error::arg("a device path or host that is not UTF-8"))?;
-        let (endpoint, _, _) = parse(spec, text)?;
+        let (endpoint, _, _) = unsafe { settings(spec, spec_len, text, text_len)? };
         Ok(stream_out::open(&endpoint)?.into_raw_fd() as i64)
     }) as i32
 }
