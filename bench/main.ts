@@ -266,6 +266,19 @@ const GROUPS: Group[] = [
     timeout: 300,
   },
   {
+    name: "serial",
+    what:
+      "decom reading a serial radio (PTY pair, 921600 baud line rate) vs the same packets over UDP",
+    commands: (q) => [[deno, [
+      "run",
+      "--allow-all",
+      "--no-lock",
+      `${ROOT}/bench/serial.ts`,
+      ...(q ? ["--quick"] : []),
+    ]]],
+    timeout: 300,
+  },
+  {
     name: "mqtt",
     what: "gsw across a private mosquitto: latency vs mosquitto's own, bridge rate, decom's cost",
     commands: (q) => [[deno, [
@@ -332,6 +345,8 @@ const TARGETS: Record<string, { op: "<=" | ">=" | "<"; bound: number }> = {
   peer_rit_p50_ratio: { op: "<=", bound: 0.8 },
   peer_rit_p99_ratio: { op: "<=", bound: 1 },
   peer_rit_lost_pct_diff: { op: "<=", bound: 0 },
+  serial_loss_pct: { op: "<=", bound: 0 },
+  decom_serial_vs_udp_cost_ratio: { op: "<=", bound: 1.5 },
   influx_writer_points_per_s: { op: ">=", bound: 100_000 },
   influx_writer_loss_pct_at_100k: { op: "<=", bound: 0 },
   mqtt_e2e_vs_broker_p50_ratio: { op: "<=", bound: 1.5 },
@@ -378,6 +393,7 @@ const REQUIRED: Record<string, string[]> = {
   rss: ["pipeline_rss_mb"],
   soak: ["soak_rss_growth_no_logger_mb", "soak_rss_growth_logger_mb"],
   influx: ["influx_writer_points_per_s", "influx_post_points_per_s"],
+  serial: ["serial_loss_pct", "decom_ns_per_measurement_serial", "decom_serial_vs_udp_cost_ratio"],
   dashboard: [
     "dashboard_latency_p50_ms",
     "dashboard_latency_p99_ms",
