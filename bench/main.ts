@@ -31,7 +31,7 @@ Needs a release build first: cargo build --release  (target/release/libgsw.so,
 gsw-bench-native and ${BENCH_LIBRARY_FILE}). The pipeline groups (ingest, e2e, fanout, rss)
 start gsw's logger, decom and broker on a private run directory and free UDP ports; influx
 also needs Debian's influxd (apt-get install influxdb), mqtt Debian's mosquitto, each started on
-free ports.
+free ports; serial needs socat (a PTY pair stands for the radio).
 
 Examples:
   deno task bench > bench.jsonl
@@ -346,6 +346,7 @@ const TARGETS: Record<string, { op: "<=" | ">=" | "<"; bound: number }> = {
   peer_rit_p99_ratio: { op: "<=", bound: 1 },
   peer_rit_lost_pct_diff: { op: "<=", bound: 0 },
   serial_loss_pct: { op: "<=", bound: 0 },
+  serial_rejected: { op: "<=", bound: 0 },
   decom_serial_vs_udp_cost_ratio: { op: "<=", bound: 1.5 },
   influx_writer_points_per_s: { op: ">=", bound: 100_000 },
   influx_writer_loss_pct_at_100k: { op: "<=", bound: 0 },
@@ -393,7 +394,12 @@ const REQUIRED: Record<string, string[]> = {
   rss: ["pipeline_rss_mb"],
   soak: ["soak_rss_growth_no_logger_mb", "soak_rss_growth_logger_mb"],
   influx: ["influx_writer_points_per_s", "influx_post_points_per_s"],
-  serial: ["serial_loss_pct", "decom_ns_per_measurement_serial", "decom_serial_vs_udp_cost_ratio"],
+  serial: [
+    "serial_loss_pct",
+    "serial_rejected",
+    "decom_ns_per_measurement_serial",
+    "decom_serial_vs_udp_cost_ratio",
+  ],
   dashboard: [
     "dashboard_latency_p50_ms",
     "dashboard_latency_p99_ms",
