@@ -153,7 +153,6 @@ fn kind(k: u32) -> Result<Kind> {
     }
 }
 
-/// Writes one record (`segment::write_record` at offset 0) into `out`; returns 1.
 /// Copies `line` (UTF-8) into `out`, cut at a character boundary if it is longer; returns its
 /// length, 0 for none. The `next_event` calls of the sources share it.
 pub(crate) fn copy_line(line: Option<String>, out: &mut [u8]) -> i64 {
@@ -166,6 +165,15 @@ pub(crate) fn copy_line(line: Option<String>, out: &mut [u8]) -> i64 {
     len as i64
 }
 
+/// Writes `values` as little-endian u64s at the start of `out` (the stats and result arrays
+/// the calls hand back); `out` holds at least `8 * values.len()` bytes.
+pub(crate) fn write_u64s(out: &mut [u8], values: &[u64]) {
+    for (chunk, v) in out.chunks_exact_mut(8).zip(values) {
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Writes one record (`segment::write_record` at offset 0) into `out`; returns 1.
 fn write_one(
     out: &mut [u8],
     channel: usize,

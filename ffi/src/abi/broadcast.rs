@@ -87,9 +87,7 @@ pub unsafe extern "C" fn gsw_broadcast_stats(w: *const BroadcastWriter, out: *mu
         // SAFETY: per this function's contract.
         let (w, out) = unsafe { (obj(w)?, bytes_mut(out, 24)?) };
         let s = w.stats();
-        for (i, v) in [s.publishes, s.records, s.rings].iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        }
+        super::write_u64s(out, &[s.publishes, s.records, s.rings]);
         Ok(0)
     }) as i32
 }
@@ -315,12 +313,7 @@ pub unsafe extern "C" fn gsw_broadcast_reader_ring(
             )
         };
         let got = r.read_ring(out);
-        for (i, v) in [got.records as u64, got.lost, got.caught_up as u64]
-            .iter()
-            .enumerate()
-        {
-            res[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        }
+        super::write_u64s(res, &[got.records as u64, got.lost, got.caught_up as u64]);
         Ok(got.bytes as i64)
     }) as i32
 }

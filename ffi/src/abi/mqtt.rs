@@ -161,9 +161,7 @@ pub unsafe extern "C" fn gsw_mqtt_stats(m: *mut MqttSource, out: *mut u8) -> i32
             s.connections,
             s.restarts,
         ];
-        for (i, v) in values.iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        }
+        super::write_u64s(out, &values);
         Ok(0)
     }) as i32
 }

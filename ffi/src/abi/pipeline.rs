@@ -202,12 +202,7 @@ pub unsafe extern "C" fn gsw_fanout_pump(f: *const Fanout, now_ns: u64, out: *mu
         // SAFETY: per this function's contract.
         let (f, out) = unsafe { (obj(f)?, bytes_mut(out, 24)?) };
         let r = f.pump(now_ns)?;
-        for (i, v) in [r.taken as u64, r.copied as u64, r.next_due_ns]
-            .iter()
-            .enumerate()
-        {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        }
+        super::write_u64s(out, &[r.taken as u64, r.copied as u64, r.next_due_ns]);
         Ok(r.copied as i64)
     }) as i32
 }
@@ -387,9 +382,7 @@ pub unsafe extern "C" fn gsw_logq_stats(q: *const LogQueue, out: *mut u8) -> i32
             q.is_connected() as u64,
             s.unsent_bytes,
         ];
-        for (i, v) in vals.iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        }
+        super::write_u64s(out, &vals);
         Ok(0)
     }) as i32
 }

@@ -129,12 +129,7 @@ pub unsafe extern "C" fn gsw_writer_stats(w: *const SegmentWriter, out: *mut u8)
         // SAFETY: per this function's contract.
         let (w, out) = unsafe { (obj(w)?, bytes_mut(out, 24)?) };
         let s = w.stats();
-        for (i, v) in [s.publishes, s.rings, w.channels() as u64]
-            .iter()
-            .enumerate()
-        {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        }
+        super::write_u64s(out, &[s.publishes, s.rings, w.channels() as u64]);
         Ok(0)
     }) as i32
 }

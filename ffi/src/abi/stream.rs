@@ -205,12 +205,10 @@ pub unsafe extern "C" fn gsw_stream_stats(s: *mut StreamSource, out: *mut u8) ->
         // SAFETY: per this function's contract.
         let (s, out) = unsafe { (obj_mut(s)?, bytes_mut(out, 40)?) };
         let st = s.stats();
-        for (i, v) in [st.connected, st.packets, st.rejected, st.bytes, st.opens]
-            .iter()
-            .enumerate()
-        {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-        }
+        super::write_u64s(
+            out,
+            &[st.connected, st.packets, st.rejected, st.bytes, st.opens],
+        );
         Ok(0)
     }) as i32
 }
