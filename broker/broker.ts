@@ -127,6 +127,14 @@ interface SourceLink {
   lastProblem: string;
   /** Monotonic ns when a rate-limited value becomes due (0n: none). */
   dueNs: bigint;
+  /** Routes from this source to subscribers' segments (the fanout's, counted here). */
+  routes: number;
+  /**
+   * Whether decom's doorbell for us is in the waitset. Only while some route needs it: with
+   * every subscriber reading directly, decom's publishes find our channels untaken and stop
+   * ringing, so decom makes no wake-up for us and we sleep (see `#watch`).
+   */
+  watching: boolean;
 }
 
 interface Subscriber {
@@ -174,6 +182,8 @@ export class Broker {
         retryAt: 0,
         lastProblem: "",
         dueNs: 0n,
+        routes: 0,
+        watching: false,
       };
       this.#sources.push(link);
       for (const m of measurements) this.#sourceOf.set(m.index, link);
@@ -340,7 +350,7 @@ export class Broker {
           const m = this.#opts.config.measurements.find((x) => x.key === ch.key);
           if (m) s.channelOf.set(m.index, ch.channel);
         }
-        this.#ws.addReader(reader, TOKEN_SOURCE_BELL + s.index);
+        s.routes = 0;
         const now = monotonicNs();
         for (const sub of this.#subscribers.values()) this.#route(s, sub, now);
         s.lastProblem = "";
@@ -424,7 +434,9 @@ export class Broker {
       s.conn = null;
     }
     if (s.reader) {
-      this.#ws.remove(s.reader.doorbellFd);
+      if (s.watching) this.#ws.remove(s.reader.doorbellFd);
+      s.watching = false;
+      s.routes = 0;
       s.fanout?.close();
       s.reader.close();
       s.fanout = null;
@@ -455,8 +467,28 @@ export class Broker {
     for (const r of sub.routes) {
       const src = s.channelOf.get(r.measurement.index);
       if (src === undefined || this.#sourceOf.get(r.measurement.index) !== s) continue;
+      // Not watching: our channels hold whatever we last took. Take decom's newest first, so
+      // the route starts from the current value (`add` sends what we hold).
+      if (!s.watching && s.routes === 0) this.#pump(s);
       s.fanout.add(src, sub.writer, r.channel, sub.minIntervalNs, nowNs);
+      s.routes++;
     }
+    this.#watch(s);
+  }
+
+  /**
+   * Watches decom's doorbell while some route needs our copy of its values, and stops when
+   * none does. Stopped, we take nothing, so decom's next publish of each channel finds it
+   * untaken and rings no more (one last ring at most, while the waitset had us awake: none):
+   * a subscriber reading directly costs decom one wake-up per batch, not two. Started again,
+   * the waitset's check before sleeping finds what decom marked pending meanwhile.
+   */
+  #watch(s: SourceLink): void {
+    const want = s.reader !== null && s.routes > 0;
+    if (want === s.watching) return;
+    if (want) this.#ws.addReader(s.reader!, TOKEN_SOURCE_BELL + s.index);
+    else this.#ws.remove(s.reader!.doorbellFd);
+    s.watching = want;
   }
 
   // -- subscribers --------------------------------------------------------------------------
@@ -622,7 +654,11 @@ export class Broker {
     this.#subscribers.delete(key);
     for (const h of sub.held) this.#hold(h, -1);
     if (sub.writer) {
-      for (const s of this.#sources) s.fanout?.remove(sub.writer);
+      for (const s of this.#sources) {
+        if (!s.fanout) continue;
+        s.routes -= s.fanout.remove(sub.writer);
+        this.#watch(s);
+      }
       sub.writer.close();
     }
     this.#opts.log(`${sub.label} left`);

@@ -9,6 +9,7 @@ import { subscribe, type Subscription, type Update } from "../mod.ts";
 import { sleep } from "./helpers/pipeline.ts";
 import { configText, packet, SubscribePipeline, valuesFor } from "./helpers/subscribe_pipeline.ts";
 import { Pipeline } from "./helpers/pipeline.ts";
+import { voluntarySwitches } from "../bench/lib/procs.ts";
 
 /** The next update of COUNTER from `sub` (async iteration), or a failure after `ms`. */
 async function nextCounter(it: AsyncIterator<Update>, ms: number): Promise<number> {
@@ -131,4 +132,56 @@ Deno.test("direct reads: a subscriber served by the broker while decom was away 
   await broker.waitFor(/follows 1 measurement \(1 read directly from decom\)/, 5000);
   await pipeline.send(pipeline.ports[0], [packet(valuesFor(7))]);
   assertEquals(await first, 7);
+});
+
+Deno.test("direct reads: the broker sleeps while every subscriber reads directly", async () => {
+  const p = await SubscribePipeline.start();
+  const broker = p.broker!;
+  using direct = subscribe(["COUNTER"], { runDir: p.runDir });
+  await broker.waitFor(/follows 1 measurement \(1 read directly from decom\)/);
+  let counter = 0;
+  const reading = (async () => {
+    for await (const u of direct) counter = u.raw as number;
+  })();
+  let k = 0;
+  /** Sends `n` packets, one at a time, each read by the direct subscriber before the next. */
+  const burst = async (n: number) => {
+    for (const end = k + n; k < end;) {
+      await p.send(valuesFor(++k));
+      const t0 = performance.now();
+      while (counter < k) {
+        assert(performance.now() - t0 < 5000, `value ${k} never reached the direct subscriber`);
+        await sleep(1);
+      }
+    }
+  };
+  /** The broker's sleeps (voluntary switches) while `n` packets go by. */
+  const brokerSleeps = async (n: number) => {
+    const before = voluntarySwitches(broker.child.pid);
+    await burst(n);
+    return voluntarySwitches(broker.child.pid) - before;
+  };
+  try {
+    await burst(5);
+    const quiet = await brokerSleeps(200);
+    // A subscriber through the broker (two hops) arrives: it starts from the current value
+    // (taken from decom although the broker was not watching), then gets every new one.
+    const twoHop = subscribe(["COUNTER"], { runDir: p.runDir, direct: false });
+    const it = twoHop[Symbol.asyncIterator]();
+    await broker.waitFor(/follows 1 measurement$/);
+    assertEquals(await nextCounter(it, 5000), k);
+    const busy = await brokerSleeps(200);
+    assertEquals(await nextCounter(it, 5000), k, "the two-hop subscriber's newest value");
+    twoHop.close();
+    await broker.waitFor(/left/);
+    const quietAgain = await brokerSleeps(200);
+    // Woken for (nearly) every packet while it copies values, and not at all otherwise.
+    assert(busy >= 150, `the broker slept ${busy} times in 200 packets it had to copy`);
+    assert(quiet < 20, `the broker woke ${quiet} times in 200 packets nobody read through it`);
+    assert(quietAgain < 20, `after the two-hop subscriber left: ${quietAgain} wake-ups`);
+  } finally {
+    direct.close();
+    await reading;
+    await p.stop();
+  }
 });
