@@ -4,7 +4,7 @@
  * process, blocking synchronously in `next()` as the library recommends for one. For every
  * update it records when it had the value and which value it was (the datagram's sequence
  * number, decoded by the library from measurement `--measurement`), then wakes the sender,
- * which sleeps on that word (`FUTEX_WAKE`). Offsets match `bench/native/src/cmd/pipeline.rs`.
+ * which sleeps on that word (`FUTEX_WAKE`). Offsets match `bench/native/src/cmd/pipeline/e2e.rs`.
  *
  *   e2e --run-dir DIR --measurement KEY --ctl FD --ctl-len N [--via-broker]
  *
