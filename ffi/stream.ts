@@ -223,7 +223,7 @@ export class StreamOut implements Disposable {
   /** Waits for the connection a listener expects (at once for the other kinds). */
   async ready(timeoutMs: number, signal?: AbortSignal): Promise<void> {
     const deadline = performance.now() + timeoutMs;
-    while (!this.#fd) {
+    while (!this.accept()) {
       const left = deadline - performance.now();
       if (left <= 0) {
         throw new GswError(
@@ -233,14 +233,30 @@ export class StreamOut implements Disposable {
         );
       }
       if (signal?.aborted) throw signal.reason;
-      const r = native().gsw_stream_out_accept(this.#listener!.fd);
-      if (r !== EAGAIN) {
-        this.#attach(new OwnedFd(check(r, `accepting on ${this.where}`), "connection"));
-        this.#ws.remove(this.#listener!.fd);
-        break;
-      }
       await this.#ws.wait(Math.min(Math.ceil(left), 100));
     }
+  }
+
+  /** Takes a connection waiting on a listener, without waiting; true once connected. */
+  accept(): boolean {
+    if (this.#fd) return true;
+    const r = native().gsw_stream_out_accept(this.#listener!.fd);
+    if (r === EAGAIN) return false;
+    this.#attach(new OwnedFd(check(r, `accepting on ${this.where}`), "connection"));
+    this.#ws.remove(this.#listener!.fd);
+    return true;
+  }
+
+  /**
+   * Closes a connection whose other end went away. A listener goes back to waiting for the
+   * next one (`accept`, `ready`); the other kinds have nothing left to write to.
+   */
+  drop(): void {
+    if (!this.#fd) return;
+    this.#ws.remove(this.#fd.fd);
+    this.#fd.close();
+    this.#fd = null;
+    if (this.#listener) this.#ws.add(this.#listener.fd, 0, READABLE);
   }
 
   /** Writes all of `data`, waiting while the device or socket is full. */

@@ -52,8 +52,32 @@ function address(t: TargetOption): { host: string; port: number } {
   return { host: m[1], port };
 }
 
+/**
+ * The serial or TCP source of `config` a target option names (SOURCE= may be left out when the
+ * config has one such source); UsageError otherwise.
+ */
+export function targetSource(t: TargetOption, config: Config): Source {
+  const streams = config.sources.filter((s) => s.stream);
+  const names = streams.map((s) => s.name).join(", ") || "none";
+  if (t.source === undefined) {
+    if (streams.length !== 1) {
+      throw new UsageError(
+        `--${t.option} ${t.value}: which source? write SOURCE=${t.value} (the config's serial and TCP sources: ${names})`,
+      );
+    }
+    return streams[0];
+  }
+  const source = config.sources.find((s) => s.name === t.source);
+  if (!source?.stream) {
+    throw new UsageError(
+      `--${t.option} ${t.source}=…: "${t.source}" is not a serial or TCP source of ${config.file} (those are: ${names})`,
+    );
+  }
+  return source;
+}
+
 /** The endpoint a target option opens, with the source's line settings for a device. */
-function endpointOf(t: TargetOption, s: Source): StreamEndpoint {
+export function endpointOf(t: TargetOption, s: Source): StreamEndpoint {
   const st = s.stream!;
   if (t.option === "serial") {
     return {
@@ -96,27 +120,10 @@ export class StreamTargets implements Disposable {
     say: (line: string) => void,
     signal: AbortSignal,
   ): Promise<StreamTargets> {
-    const streams = config.sources.filter((s) => s.stream);
-    const names = streams.map((s) => s.name).join(", ") || "none";
     const targets = new StreamTargets();
     try {
       for (const t of options) {
-        let source: Source | undefined;
-        if (t.source === undefined) {
-          if (streams.length !== 1) {
-            throw new UsageError(
-              `--${t.option} ${t.value}: which source? write SOURCE=${t.value} (the config's serial and TCP sources: ${names})`,
-            );
-          }
-          source = streams[0];
-        } else {
-          source = config.sources.find((s) => s.name === t.source);
-          if (!source?.stream) {
-            throw new UsageError(
-              `--${t.option} ${t.source}=…: "${t.source}" is not a serial or TCP source of ${config.file} (those are: ${names})`,
-            );
-          }
-        }
+        const source = targetSource(t, config);
         const index = config.sources.indexOf(source);
         if (targets.#bySource.has(index)) {
           throw new UsageError(`source "${source.name}" is given two places to write to`);

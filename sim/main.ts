@@ -1,4 +1,7 @@
-/** `sim`: sends simulated telemetry over UDP for every packet type of a vehicle config. */
+/**
+ * `sim`: sends simulated telemetry for every packet type of a vehicle config: over UDP to UDP
+ * sources, framed over TCP (or a serial line given with `--serial`) to stream sources.
+ */
 import { createSocket, type Socket } from "node:dgram";
 import { isIP } from "node:net";
 import {
@@ -12,15 +15,23 @@ import { DEFAULT_CONFIG_PATH, loadConfig } from "../config/load.ts";
 import { type Config, ConfigError, type Packet } from "../config/types.ts";
 import { createSimState, flightProfile, makePacket, PHASES } from "./generate.ts";
 import { sleep } from "../cli/sleep.ts";
+import { type TargetOption, targetOptions } from "../logger/replay_streams.ts";
+import { SimStreams } from "./streams.ts";
 
 const SPEC: CommandSpec = {
   name: "sim",
-  usage: "sim [--config FILE] [--host H] [--duration S] [--rate-scale X] [--seed N] [--count N]",
+  usage:
+    "sim [--config FILE] [--host H] [--duration S] [--rate-scale X] [--seed N] [--count N] [--serial [SOURCE=]DEV]",
   help: `
 Sends simulated telemetry for every packet type of a vehicle config, each at its rate_hz (1 Hz
 for packets without one): a repeating ~3-minute flight (pad, boost, coast, apogee, drogue, main,
 landed) for altitude/velocity/acceleration-like measurements, sines within the limits, counters,
 toggling flags. Runs until Ctrl-C, SIGTERM, --duration or --count.
+
+Packets of UDP sources go as datagrams. Packets of TCP sources are framed as the source's
+framing says and sent over TCP: to the address decom listens on (connecting again whenever decom
+restarts), or from a listener at the address decom connects to. A serial source needs
+--serial: its packets are written, framed, at its line settings.
 
 Options:
   --config FILE     vehicle config (default: examples/rocket.yaml)
@@ -30,11 +41,16 @@ Options:
   --rate-scale X    multiply every packet rate by X (e.g. 10 for a load test)
   --seed N          random seed for the noise (default 1), so runs can be repeated
   --count N         stop after sending N packets of each type
+  --serial [SOURCE=]DEV
+                    write a serial source's packets to DEV (the other end of a PTY pair whose
+                    end decom opens, e.g. from socat; see docs/config.md); repeatable, SOURCE=
+                    may be left out when the config has one stream source
 
 Examples:
   deno task sim
   deno task sim --config vehicles/payload.yaml --rate-scale 5 --duration 60
-  deno task sim --count 100 --host 127.0.0.1`,
+  deno task sim --count 100 --host 127.0.0.1
+  deno task sim --config radio.yaml --serial radio=/dev/pts/7`,
   options: {
     config: { type: "string" },
     host: { type: "string" },
@@ -42,6 +58,7 @@ Examples:
     "rate-scale": { type: "string" },
     seed: { type: "string" },
     count: { type: "string" },
+    serial: { type: "string", multiple: true },
   },
 };
 
@@ -53,7 +70,8 @@ const MAX_LAG = 1;
 interface Target {
   packet: Packet;
   host: string;
-  socket: Socket;
+  /** The UDP socket, or null for a packet of a stream source (sent through `streams`). */
+  socket: Socket | null;
   /** Seconds between sends. */
   period: number;
   /** When the next send is due, in seconds since the start. */
@@ -77,28 +95,48 @@ export async function main(args: string[]): Promise<number> {
       if (e instanceof ConfigError) throw new UserError(`cannot simulate:\n${e.message}`);
       throw e;
     }
-    return await simulate(config, { host: values.host, duration, rateScale, seed, count });
+    const serial = targetOptions({ serial: values.serial as string[] | undefined });
+    return await simulate(config, { host: values.host, duration, rateScale, seed, count, serial });
   });
 }
 
 async function simulate(
   config: Config,
-  opts: { host?: string; duration?: number; rateScale: number; seed?: number; count?: number },
+  opts: {
+    host?: string;
+    duration?: number;
+    rateScale: number;
+    seed?: number;
+    count?: number;
+    serial: TargetOption[];
+  },
 ): Promise<number> {
   const state = createSimState(config, opts.seed ?? 1);
   const sockets = new Map<string, Socket>();
-  const targets: Target[] = config.packets.map((packet) => {
-    const source = config.sources.find((s) => s.name === packet.source)!;
+  using streams = SimStreams.open(config, opts.serial, (line) => console.log(line));
+  const targets: Target[] = [];
+  for (const source of config.sources) {
+    if (source.kind === "mqtt") {
+      console.log(`sim: mqtt source "${source.name}" skipped: its packets come from a broker`);
+      continue;
+    }
+    if (source.stream && !streams.has(source.name)) continue; // said by SimStreams
     const host = opts.host ?? sendAddress(source.bind);
-    const family = isIP(host) === 6 ? "udp6" : "udp4";
-    let socket = sockets.get(family);
-    if (!socket) {
-      socket = createSocket(family);
+    let socket: Socket | null = null;
+    if (!source.stream) {
+      const family = isIP(host) === 6 ? "udp6" : "udp4";
+      socket = sockets.get(family) ?? createSocket(family);
       sockets.set(family, socket);
     }
-    const period = 1 / ((packet.expectedRateHz ?? 1) * opts.rateScale);
-    return { packet, host, socket, period, due: 0, sent: 0 };
-  });
+    for (const i of source.packets) {
+      const packet = config.packets[i];
+      const period = 1 / ((packet.expectedRateHz ?? 1) * opts.rateScale);
+      targets.push({ packet, host, socket, period, due: 0, sent: 0 });
+    }
+  }
+  if (targets.length === 0) {
+    throw new UserError(`nothing to simulate in ${config.file}: no UDP, TCP or --serial source`);
+  }
 
   const stop = new AbortController();
   let failure: Error | undefined;
@@ -113,10 +151,15 @@ async function simulate(
   }
 
   const tty = Deno.stdout.isTerminal();
-  const hosts = [...new Set(targets.map((t) => t.host))].join(", ");
-  const ports = [...new Set(targets.map((t) => t.packet.port))].join(", ");
+  const udp = targets.filter((t) => t.socket);
+  const hosts = [...new Set(udp.map((t) => t.host))].join(", ");
+  const ports = [...new Set(udp.map((t) => t.packet.port))].join(", ");
+  const where = [
+    ...(udp.length ? [`${hosts} (ports ${ports})`] : []),
+    ...streams.describe(),
+  ].join(", ");
   console.log(
-    `sim: ${config.name}: ${targets.length} packet types to ${hosts} (ports ${ports}) at ` +
+    `sim: ${config.name}: ${targets.length} packet types to ${where} at ` +
       `${opts.rateScale}× rate${tty ? "; Ctrl-C to stop" : ""}`,
   );
   const started = performance.now();
@@ -131,7 +174,11 @@ async function simulate(
         if (now - t.due > MAX_LAG) t.due = now;
         while (t.due <= now && (opts.count === undefined || t.sent < opts.count)) {
           const bytes = makePacket(config, t.packet, t.due, state);
-          sends.push(send(t.socket, bytes, t.packet.port, t.host));
+          sends.push(
+            t.socket
+              ? send(t.socket, bytes, t.packet.port, t.host)
+              : streams.send(t.packet.source, bytes, stop.signal),
+          );
           t.sent++;
           t.due += t.period;
         }
@@ -162,7 +209,8 @@ async function simulate(
   }
   if (failure) throw new UserError(`sending failed: ${failure.message}`);
   const elapsed = (performance.now() - started) / 1000;
-  console.log(`sim: sent ${total} packets in ${elapsed.toFixed(1)} s`);
+  for (const line of streams.summary()) console.log(line);
+  console.log(`sim: sent ${total - streams.unsent} packets in ${elapsed.toFixed(1)} s`);
   return 0;
 }
 

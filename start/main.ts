@@ -20,12 +20,12 @@ const spec = {
   usage: "start [--config FILE] [--duration S] [--run-dir DIR] [--log-dir DIR] [--no-sim] " +
     "[--no-logger] [--no-view] [--no-dashboard] [--dashboard-listen HOST:PORT] [--mqtt URL]",
   help: `
-Runs the whole pipeline: the simulator (standing in for the vehicle), the logger, one decom
-per data source, the broker, the web dashboard (its URL is printed), the MQTT bridge when
---mqtt is given, and a live view of every
-measurement (value, unit, update rate, age; stale values and limit violations stand out). Builds the native library first
-when it is missing or its Rust sources changed (cargo). Ctrl-C (or --duration) stops every process it started and removes their
-sockets.
+Runs the whole pipeline: the simulator (standing in for the vehicle on UDP and TCP sources),
+the logger, one decom per data source, the broker, the web dashboard (its URL is printed), the
+MQTT bridge when --mqtt is given, and a live view of every measurement (value, unit, update
+rate, age; stale values and limit violations stand out). Builds the native library first when
+it is missing or its Rust sources changed (cargo). Ctrl-C (or --duration) stops every process
+it started and removes their sockets.
 
 Other terminals can join the same pipeline meanwhile, e.g. deno task subscribe ALTITUDE.
 
@@ -286,8 +286,14 @@ export function main(args: string[]): Promise<number> {
     }
     if (values.mqtt !== undefined) children.push(bridgeChild(values, configPath));
     const udp = config.sources.filter((s) => s.kind === "udp");
-    if (!values["no-sim"] && udp.length === 0) {
-      say("no UDP source in this config: not starting the simulator");
+    const tcp = config.sources.filter((s) => s.kind === "tcp");
+    if (!values["no-sim"] && udp.length + tcp.length === 0) {
+      say(
+        "no UDP or TCP source in this config: not starting the simulator" +
+          (config.sources.some((s) => s.kind === "serial")
+            ? ` (a serial source: \`deno task sim --serial SOURCE=DEV\` writes to the other end of a PTY pair, see docs/config.md)`
+            : ""),
+      );
     } else if (!values["no-sim"]) {
       const hosts = [
         ...new Set(udp.map((s) => s.bind === "0.0.0.0" ? "127.0.0.1" : s.bind)),
@@ -297,7 +303,9 @@ export function main(args: string[]): Promise<number> {
         args: [
           "run",
           read,
-          `--allow-net=0.0.0.0,${hosts.join(",")}`, // node:dgram binds to 0.0.0.0 first
+          // node:dgram binds to 0.0.0.0 first; TCP streams are written by the native library.
+          ...(udp.length ? [`--allow-net=0.0.0.0,${hosts.join(",")}`] : []),
+          ...(tcp.length ? [ffi, env] : []),
           quiet,
           MAIN,
           "sim",

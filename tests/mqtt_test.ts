@@ -532,7 +532,7 @@ Deno.test({
     assertEquals((await station.status).code, 0, station.lines.join("\n"));
     assertEquals((await laptop.status).code, 0, laptop.lines.join("\n"));
     const said = laptop.lines.join("\n");
-    assert(said.includes("no UDP source in this config: not starting the simulator"), said);
+    assert(said.includes("no UDP or TCP source in this config: not starting the simulator"), said);
     const s = bridgeSummary(station);
     assert(s.read > 100 && s.sent === s.read, JSON.stringify(s));
     // The laptop's decom decoded and logged what the station's bridge sent while it ran.

@@ -15,8 +15,8 @@ import {
   freeTcpPort,
   Pipeline,
   type Proc,
+  ptyPair,
   sleep,
-  spawn,
 } from "./helpers/pipeline.ts";
 
 const BAUD = 921_600;
@@ -83,18 +83,6 @@ function packet(kind: number, seq: number): Uint8Array {
 
 const seqOf = (r: LogRecord) =>
   new DataView(r.payload.buffer).getUint32(r.payload.byteOffset + 1, true);
-
-/** A PTY pair in `dir`: decom opens `<name>.radio`, the test writes to `<name>.ground`. */
-async function ptyPair(dir: string, name: string): Promise<Proc> {
-  const socat = spawn(`socat ${name}`, [
-    "-d",
-    "-d",
-    `pty,raw,echo=0,link=${dir}/${name}.radio`,
-    `pty,raw,echo=0,link=${dir}/${name}.ground`,
-  ], { cmd: "socat" });
-  await socat.waitFor(/starting data transfer loop/, 10_000);
-  return socat;
-}
 
 /**
  * Writes framed packets to `ground` at the line rate for `seconds`, with a bad stretch every
@@ -180,7 +168,7 @@ Deno.test({
       await using p = Pipeline.create({ configText: config(serial(`${ptys}/a`)) });
       Deno.mkdirSync(`${ptys}/a`);
       Deno.mkdirSync(`${ptys}/b`);
-      for (const k of KINDS) socats.push(await ptyPair(`${ptys}/a`, k.name));
+      for (const k of KINDS) socats.push(await ptyPair(`${ptys}/a`, `${k.name}.`));
       await p.logger();
       const decoms = KINDS.map((k) =>
         p.spawn("decom", ["--config", p.configPath, "--source", k.name, "--health-interval", "0.1"])
@@ -221,7 +209,7 @@ Deno.test({
 
       // -- replayed into a fresh pipeline, as fast as the PTYs take it ------------------------
       await using q = Pipeline.create({ configText: config(serial(`${ptys}/b`)) });
-      for (const k of KINDS) socats.push(await ptyPair(`${ptys}/b`, k.name));
+      for (const k of KINDS) socats.push(await ptyPair(`${ptys}/b`, `${k.name}.`));
       await q.logger();
       const again = KINDS.map((k) =>
         q.spawn("decom", ["--config", q.configPath, "--source", k.name])

@@ -10,7 +10,7 @@ import { decodeRaw } from "../config/mod.ts";
 import { encodeFrame, type FramingOptions } from "../ffi/mod.ts";
 import { openPackets } from "../lib/packets.ts";
 import { collect } from "./helpers/packets.ts";
-import { eventually, freeTcpPort, Pipeline, type Proc, sleep, spawn } from "./helpers/pipeline.ts";
+import { eventually, freeTcpPort, Pipeline, ptyPair, sleep } from "./helpers/pipeline.ts";
 
 /** Two packets of 8 bytes told apart by their first byte; VALUE counts, SEQ numbers them. */
 function config(source: string): string {
@@ -157,18 +157,6 @@ Deno.test({
     assert(got.packets.every((r) => r.port === 0 && r.packet === 0));
   },
 });
-
-/** A PTY pair: decom opens `radio`, the test writes to `ground`. */
-async function ptyPair(dir: string): Promise<Proc> {
-  const socat = spawn("socat", [
-    "-d",
-    "-d",
-    `pty,raw,echo=0,link=${dir}/radio`,
-    `pty,raw,echo=0,link=${dir}/ground`,
-  ], { cmd: "socat" });
-  await socat.waitFor(/starting data transfer loop/, 10_000);
-  return socat;
-}
 
 Deno.test({
   name:

@@ -479,3 +479,18 @@ export async function eventuallyAsync<T>(
     await sleep(50);
   }
 }
+
+/**
+ * A PTY pair from socat in `dir`, standing for a serial line: decom opens `<prefix>radio`, the
+ * writer (a test, `replay --serial`, `sim --serial`) writes to `<prefix>ground`.
+ */
+export async function ptyPair(dir: string, prefix = ""): Promise<Proc> {
+  const socat = spawn(`socat ${prefix}radio`, [
+    "-d",
+    "-d",
+    `pty,raw,echo=0,link=${dir}/${prefix}radio`,
+    `pty,raw,echo=0,link=${dir}/${prefix}ground`,
+  ], { cmd: "socat" });
+  await socat.waitFor(/starting data transfer loop/, 10_000);
+  return socat;
+}
