@@ -6,6 +6,7 @@
 import { encodeEngineering, encodeRaw, integerBounds } from "../config/encode.ts";
 import { convert, type RawValue } from "../config/decode.ts";
 import type { Config, Measurement, Packet } from "../config/types.ts";
+import { CCSDS_HEADER } from "../config/packets.ts";
 
 /** Flight phases in order; enum labels with these names follow the simulated flight. */
 export const PHASES = ["PAD", "BOOST", "COAST", "APOGEE", "DROGUE", "MAIN", "LANDED"] as const;
@@ -128,7 +129,9 @@ export function makePacket(config: Config, packet: Packet, t: number, state: Sim
     encodeRaw(m, gen.raw ? v : encodeEngineering(m, v), buf, f.offset);
   }
   // Last, so a measurement publishing the id's own bytes cannot overwrite it.
-  if (packet.id) {
+  if (packet.apid !== undefined) {
+    writeCcsdsHeader(buf, packet.apid, sent);
+  } else if (packet.id) {
     const { offset, size, endianness, value } = packet.id;
     let v = value;
     for (let i = 0; i < size; i++) {
@@ -137,6 +140,23 @@ export function makePacket(config: Config, packet: Packet, t: number, state: Sim
     }
   }
   return buf;
+}
+
+/**
+ * A CCSDS space packet's primary header (CCSDS 133.0-B-2), big-endian: version 0, telemetry,
+ * no secondary header, the APID; unsegmented, the packet's 14-bit sequence count; the data
+ * length (bytes after the header, minus one). As a vehicle sends it, so decom's `seq_gaps`
+ * counts 0 for a simulated stream.
+ */
+function writeCcsdsHeader(buf: Uint8Array, apid: number, sent: number): void {
+  const seq = sent % 0x4000;
+  const dataLength = Math.max(0, buf.length - CCSDS_HEADER - 1);
+  buf[0] = (apid >> 8) & 0x07;
+  buf[1] = apid & 0xff;
+  buf[2] = 0xc0 | (seq >> 8);
+  buf[3] = seq & 0xff;
+  buf[4] = (dataLength >> 8) & 0xff;
+  buf[5] = dataLength & 0xff;
 }
 
 /** Roughly normal noise with standard deviation ~`sigma` (sum of three uniforms). */

@@ -7,6 +7,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { ConfigError, decodeRaw, parseConfig } from "../config/mod.ts";
 import { eventually, Pipeline } from "./helpers/pipeline.ts";
+import { createSimState, makePacket } from "../sim/generate.ts";
 
 /** Three CCSDS packets on one port, each with its header skipped by padding. */
 const CONFIG = `name: cubesat
@@ -145,4 +146,22 @@ Deno.test("ccsds: three APIDs on one port decode to their own measurements; a ga
   assertEquals(latest.get("radio.Status.seq_gaps"), 2n);
   await decom.waitFor(/unknown packet id \(10 bytes\)/);
   await decom.waitFor(/wrong length \(7 bytes\)/);
+});
+
+Deno.test("sim: a CCSDS packet carries its primary header, sequence count and data length", () => {
+  const config = parseConfig(withPort(CONFIG), "cubesat.yaml");
+  const state = createSimState(config, 1);
+  for (const p of config.packets) {
+    for (let n = 0; n < 3; n++) {
+      const b = makePacket(config, p, n * 0.1, state);
+      const v = new DataView(b.buffer);
+      assertEquals(v.getUint16(0), p.apid, `${p.name}: version 0, telemetry, no secondary header`);
+      assertEquals(v.getUint16(2), 0xc000 | n, `${p.name}: unsegmented, sequence count ${n}`);
+      assertEquals(v.getUint16(4), b.length - 7, `${p.name}: data length`);
+    }
+  }
+  // A measurement on the header's bits reads what the header says.
+  const thermal = config.packets.find((p) => p.name === "Thermal")!;
+  const b = makePacket(config, thermal, 1, state);
+  assertEquals(new DataView(b.buffer).getUint16(2) & 0x3fff, 3);
 });
