@@ -17,6 +17,7 @@ import { createSimState, flightProfile, makePacket, PHASES } from "./generate.ts
 import { sleep } from "../cli/sleep.ts";
 import { type TargetOption, targetOptions } from "../logger/replay_streams.ts";
 import { SimStreams } from "./streams.ts";
+import { GswError } from "../ffi/mod.ts";
 
 const SPEC: CommandSpec = {
   name: "sim",
@@ -96,7 +97,20 @@ export async function main(args: string[]): Promise<number> {
       throw e;
     }
     const serial = targetOptions({ serial: values.serial as string[] | undefined });
-    return await simulate(config, { host: values.host, duration, rateScale, seed, count, serial });
+    try {
+      return await simulate(config, {
+        host: values.host,
+        duration,
+        rateScale,
+        seed,
+        count,
+        serial,
+      });
+    } catch (e) {
+      // A device or address that cannot be opened (in use, absent): its message says which.
+      if (e instanceof GswError) throw new UserError(e.message);
+      throw e;
+    }
   });
 }
 

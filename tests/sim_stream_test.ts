@@ -178,3 +178,25 @@ Deno.test("sim --serial with a source that is not serial: usage error, exit 2", 
   );
   assert(/usage: sim/.test(sim.output.text), sim.output.text);
 });
+
+Deno.test("sim: an address already in use is one clear line, exit 1", async () => {
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (taken.addr as Deno.NetAddr).port;
+    await using p = Pipeline.create({
+      configText: config(
+        `  - { name: back, type: tcp, connect: "127.0.0.1:${port}", framing: { type: cobs } }`,
+        "  - { name: B, source: back, measurements: [B_COUNT, B_TEMP] }",
+      ),
+    });
+    const sim = p.spawn("sim", ["--config", p.configPath]);
+    assertEquals((await sim.status).code, 1, sim.output.text);
+    assert(
+      /gsw sim: 127\.0\.0\.1:\d+: cannot listen on .*EADDRINUSE/.test(sim.output.text),
+      sim.output.text,
+    );
+    assert(!/internal error|\n\s+at /.test(sim.output.text), sim.output.text);
+  } finally {
+    taken.close();
+  }
+});
