@@ -464,16 +464,20 @@ export class Broker {
   /** Adds routes from source `s` to subscriber `sub` for the measurements it follows. */
   #route(s: SourceLink, sub: Subscriber, nowNs: bigint): void {
     if (!s.fanout || !sub.writer) return;
-    for (const r of sub.routes) {
-      const src = s.channelOf.get(r.measurement.index);
-      if (src === undefined || this.#sourceOf.get(r.measurement.index) !== s) continue;
-      // Not watching: our channels hold whatever we last took. Take decom's newest first, so
-      // the route starts from the current value (`add` sends what we hold).
-      if (!s.watching && s.routes === 0) this.#pump(s);
-      s.fanout.add(src, sub.writer, r.channel, sub.minIntervalNs, nowNs);
-      s.routes++;
+    try {
+      for (const r of sub.routes) {
+        const src = s.channelOf.get(r.measurement.index);
+        if (src === undefined || this.#sourceOf.get(r.measurement.index) !== s) continue;
+        // Not watching: our channels hold whatever we last took. Take decom's newest first, so
+        // the route starts from the current value (`add` sends what we hold).
+        if (!s.watching && s.routes === 0) this.#pump(s);
+        s.fanout.add(src, sub.writer, r.channel, sub.minIntervalNs, nowNs);
+        s.routes++;
+      }
+    } finally {
+      // Whatever routes were added are watched, even if a later one failed.
+      this.#watch(s);
     }
-    this.#watch(s);
   }
 
   /**

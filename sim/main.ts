@@ -36,8 +36,8 @@ restarts), or from a listener at the address decom connects to. A serial source 
 
 Options:
   --config FILE     vehicle config (default: examples/rocket.yaml)
-  --host H          where to send (default: each source's bind address, or 127.0.0.1 when it
-                    binds all addresses)
+  --host H          where to send UDP datagrams (default: each source's bind address, or
+                    127.0.0.1 when it binds all addresses)
   --duration S      stop after S seconds
   --rate-scale X    multiply every packet rate by X (e.g. 10 for a load test)
   --seed N          random seed for the noise (default 1), so runs can be repeated
@@ -65,6 +65,8 @@ Examples:
 
 /** Seconds between status lines on a terminal. */
 const STATUS_INTERVAL = 3;
+/** How long stream writes still waiting for room at the end may take before they are dropped. */
+const FLUSH_MS = 2000;
 /** A sender that fell further behind than this skips ahead instead of bursting. */
 const MAX_LAG = 1;
 
@@ -154,7 +156,12 @@ async function simulate(
 
   const stop = new AbortController();
   let failure: Error | undefined;
-  const onSignal = () => stop.abort();
+  // Stream writes still waiting for room are given up at a signal, or FLUSH_MS after the end.
+  const writes = new AbortController();
+  const onSignal = () => {
+    stop.abort();
+    writes.abort();
+  };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   for (const socket of sockets.values()) {
@@ -188,24 +195,24 @@ async function simulate(
         if (now - t.due > MAX_LAG) t.due = now;
         while (t.due <= now && (opts.count === undefined || t.sent < opts.count)) {
           const bytes = makePacket(config, t.packet, t.due, state);
-          sends.push(
-            t.socket
-              ? send(t.socket, bytes, t.packet.port, t.host)
-              : streams.send(t.packet.source, bytes, stop.signal),
-          );
+          if (t.socket) sends.push(send(t.socket, bytes, t.packet.port, t.host));
+          else streams.send(t.packet.source, bytes, writes.signal);
+          total++;
           t.sent++;
           t.due += t.period;
         }
       }
       // Waiting for this batch's sends keeps a fast rate from queueing without bound.
       await Promise.all(sends);
-      total += sends.length;
+      const failed = streams.failed();
+      if (failed) throw failed;
       if (opts.count !== undefined && targets.every((t) => t.sent >= opts.count!)) break;
       if (tty && now >= nextStatus) {
         nextStatus += STATUS_INTERVAL;
         const f = flightProfile(now);
         console.log(
-          `sim: ${now.toFixed(0)} s, ${total} packets (${(total / now).toFixed(0)}/s), ` +
+          `sim: ${now.toFixed(0)} s, ${total - streams.unsent} packets ` +
+            `(${((total - streams.unsent) / now).toFixed(0)}/s), ` +
             `flight ${PHASES[f.phase]}, altitude ${f.altitude.toFixed(0)} m`,
         );
       }
@@ -220,6 +227,12 @@ async function simulate(
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     for (const socket of sockets.values()) socket.close();
+  }
+  if (!failure) {
+    const giveUp = setTimeout(() => writes.abort(), FLUSH_MS);
+    await streams.flush();
+    clearTimeout(giveUp);
+    failure = streams.failed();
   }
   if (failure) throw new UserError(`sending failed: ${failure.message}`);
   const elapsed = (performance.now() - started) / 1000;

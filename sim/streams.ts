@@ -23,6 +23,11 @@ import { UsageError } from "../cli/args.ts";
 
 /** How often to try a decom that refused the connection (it may not be up yet). */
 export const RECONNECT_MS = 1000;
+/**
+ * Packets of one stream waiting for room (decom not reading, a line slower than the packets):
+ * beyond this many, newer ones are counted as not sent instead of queueing without bound.
+ */
+export const MAX_QUEUED = 256;
 
 interface Stream {
   source: Source;
@@ -37,13 +42,20 @@ interface Stream {
   sent: number;
   /** Packets not sent because nobody was connected. */
   unsent: number;
-  /** The write in progress: writes of one stream go one after another, never interleaved. */
+  /** Packets not sent because too many were already waiting for room (`MAX_QUEUED`). */
+  behind: number;
+  /** Packets given up because the simulator stopped while they waited for room. */
+  cut: number;
+  /** Packets handed to `send` and not yet written or given up. */
+  queued: number;
+  /** The last write queued: writes of one stream go one after another, never interleaved. */
   busy: Promise<void>;
 }
 
 /** The serial and TCP sources the simulator writes to, by source name. */
 export class SimStreams implements Disposable {
   readonly #streams = new Map<string, Stream>();
+  #failure: Error | undefined;
 
   private constructor(readonly say: (line: string) => void) {}
 
@@ -93,6 +105,9 @@ export class SimStreams implements Disposable {
           said: "",
           sent: 0,
           unsent: 0,
+          behind: 0,
+          cut: 0,
+          queued: 0,
           busy: Promise.resolve(),
         };
         streams.#streams.set(source.name, s);
@@ -133,18 +148,45 @@ export class SimStreams implements Disposable {
   }
 
   /**
-   * Frames and writes one packet of `source`, waiting while the device or socket is full. A
-   * packet due while nobody is connected is counted, not sent; a connection that breaks is
-   * said once and made again.
+   * Queues one packet of `source` to be framed and written, without waiting: a stream that
+   * cannot take it now (decom not reading, a slow line) holds up neither the other sources nor
+   * the simulator. A packet due while nobody is connected, or with `MAX_QUEUED` already
+   * waiting, is counted, not sent; a connection that breaks is said once and made again. A
+   * device that fails ends the simulation (`failed()` says why).
    */
-  send(source: string, packet: Uint8Array, signal: AbortSignal): Promise<void> {
+  send(source: string, packet: Uint8Array, signal: AbortSignal): void {
     const s = this.#streams.get(source)!;
-    const next = s.busy.then(() => this.#send(s, packet, signal));
-    s.busy = next.catch(() => {});
-    return next;
+    if (s.queued >= MAX_QUEUED) {
+      s.behind++;
+      this.#problem(
+        s,
+        `${
+          s.out?.where ?? "the stream"
+        } is not taking packets as fast as they come; counting the ones beyond ${MAX_QUEUED} as not sent`,
+      );
+      return;
+    }
+    s.queued++;
+    s.busy = s.busy.then(() => this.#send(s, packet, signal)).catch((e) => {
+      this.#failure ??= e as Error;
+    }).finally(() => s.queued--);
+  }
+
+  /** Why a stream cannot go on (a device failed), if one cannot. */
+  failed(): Error | undefined {
+    return this.#failure;
+  }
+
+  /** Waits for every queued write (those still waiting when their signal aborts are cut). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.#streams.values()].map((s) => s.busy));
   }
 
   async #send(s: Stream, packet: Uint8Array, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) {
+      s.cut++;
+      return;
+    }
     if (!this.#connected(s)) {
       s.unsent++;
       return;
@@ -157,25 +199,33 @@ export class SimStreams implements Disposable {
         s.said = "";
       }
     } catch (e) {
-      if (!(e instanceof GswError) || signal.aborted) throw e;
+      if (signal.aborted) {
+        s.cut++; // stopping: a write cut short is not a failure
+        return;
+      }
+      if (!(e instanceof GswError)) throw e;
+      if (s.endpoint.kind === "serial") throw e; // a device that fails does not come back by itself
       s.unsent++;
       this.#problem(s, `${e.message}; sending again once decom is back`);
       if (s.endpoint.kind === "listen") s.out!.drop();
-      else if (s.endpoint.kind === "connect") this.#closeConnection(s);
-      else throw e; // a device that fails is not coming back by itself
+      else this.#closeConnection(s);
     }
   }
 
   #connected(s: Stream): boolean {
     if (s.endpoint.kind === "listen") {
-      if (s.out!.accept()) return true;
+      try {
+        if (s.out!.accept()) return true;
+      } catch (e) {
+        if (!(e instanceof GswError)) throw e;
+        this.#problem(s, `${e.message}; waiting for the next connection`);
+        return false;
+      }
       this.#problem(s, `no decom connected to ${s.out!.where} yet`);
       return false;
     }
     if (s.out) return true;
-    const now = performance.now();
-    if (now < s.retryAt) return false;
-    s.retryAt = now + RECONNECT_MS;
+    if (performance.now() < s.retryAt) return false;
     try {
       s.out = new StreamOut(s.endpoint);
       return true;
@@ -183,6 +233,9 @@ export class SimStreams implements Disposable {
       if (!(e instanceof GswError)) throw e;
       this.#problem(s, `${e.message}; trying every ${RECONNECT_MS / 1000} s`);
       return false;
+    } finally {
+      // After the attempt: a connect that took its whole timeout is not retried at once.
+      s.retryAt = performance.now() + RECONNECT_MS;
     }
   }
 
@@ -198,10 +251,10 @@ export class SimStreams implements Disposable {
     this.say(`sim: source "${s.source.name}": ${message}`);
   }
 
-  /** Packets not sent, over every stream, because nobody was connected. */
+  /** Packets not sent, over every stream (nobody connected, or too many waiting). */
   get unsent(): number {
     let n = 0;
-    for (const s of this.#streams.values()) n += s.unsent;
+    for (const s of this.#streams.values()) n += s.unsent + s.behind + s.cut;
     return n;
   }
 
@@ -209,7 +262,9 @@ export class SimStreams implements Disposable {
   summary(): string[] {
     return [...this.#streams.values()].map((s) =>
       `sim: source "${s.source.name}": ${s.sent} packets framed (${s.framing.kind})` +
-      (s.unsent ? `, ${s.unsent} not sent while nobody was connected` : "")
+      (s.unsent ? `, ${s.unsent} not sent while nobody was connected` : "") +
+      (s.behind ? `, ${s.behind} not sent while ${MAX_QUEUED} were waiting for room` : "") +
+      (s.cut ? `, ${s.cut} still waiting for room when it stopped` : "")
     );
   }
 

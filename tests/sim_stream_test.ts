@@ -4,6 +4,7 @@
  * packet it sends must decode (no framing or CRC errors at decom).
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { createSocket } from "node:dgram";
 import { subscribe } from "../mod.ts";
 import {
   eventually,
@@ -80,7 +81,7 @@ Deno.test({
     await sim.waitFor(/listening on 127\.0\.0\.1:\d+ for decom's source "back"/);
     await sim.waitFor(/source "modem": .*ECONNREFUSED.*trying every 1 s/);
     const decomA = await p.decom(["--source", "modem", "--health-interval", "0.2"]);
-    await p.decom(["--source", "back", "--health-interval", "0.2"]);
+    const decomB = await p.decom(["--source", "back", "--health-interval", "0.2"]);
     await p.broker();
     const keys = ["A_COUNT", "A_VOLTS", "B_COUNT", "B_TEMP", "modem.errors", "back.errors"];
     const f = follow(p.runDir, keys);
@@ -99,6 +100,18 @@ Deno.test({
         return lines.length >= 2 || undefined;
       }, 10_000);
       await advances(f.latest, "A_COUNT", 50);
+
+      // decom of the connecting source goes away and comes back: the sim serves it again.
+      await decomB.stop("SIGKILL");
+      await sim.waitFor(
+        /source "back": (writing to .*; sending again once decom is back|no decom connected)/,
+      );
+      await p.decom(["--source", "back", "--health-interval", "0.2"]);
+      await eventually("back's values again", () => {
+        const lines = sim.output.lines.filter((l) => /source "back": sending to/.test(l));
+        return lines.length >= 2 || undefined;
+      }, 15_000);
+      await advances(f.latest, "B_COUNT", 20);
       await sleep(500); // a health period, so the error counts are current
       assertEquals(f.latest.get("modem.errors")?.raw, 0n, "modem: every frame decoded");
       assertEquals(f.latest.get("back.errors")?.raw, 0n, "back: every frame decoded");
@@ -199,4 +212,60 @@ Deno.test("sim: an address already in use is one clear line, exit 1", async () =
   } finally {
     taken.close();
   }
+});
+
+Deno.test({
+  name: "sim: a TCP peer that stops reading holds up nobody, and Ctrl-C still stops cleanly",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // A "decom" that accepts and never reads: the simulator's writes soon find no room.
+    const stuck = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const conns: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const c of stuck) conns.push(c);
+    })();
+    const udp = createSocket("udp4");
+    let datagrams = 0;
+    udp.on("message", () => datagrams++);
+    await new Promise<void>((done) => udp.bind(0, "127.0.0.1", () => done()));
+    try {
+      const tcpPort = (stuck.addr as Deno.NetAddr).port;
+      const udpPort = udp.address().port;
+      await using p = Pipeline.create({
+        configText: `name: stall
+sources:
+  - { name: modem, type: tcp, listen: "127.0.0.1:${tcpPort}", framing: { type: length, length_bytes: 2 } }
+  - { name: vehicle, bind: 127.0.0.1 }
+measurements:
+  IMAGE: { type: bytes, size: 4000 }
+  COUNT: { type: uint, size: 4 }
+telemetry_packets:
+  - { name: Big, source: modem, rate_hz: 500, measurements: [IMAGE] }
+  - { name: Small, source: vehicle, port: ${udpPort}, rate_hz: 100, measurements: [COUNT] }
+`,
+      });
+      const sim = p.spawn("sim", ["--config", p.configPath, "--rate-scale", "10"]);
+      await sim.waitFor(/is not taking packets as fast as they come/, 20_000);
+      const before = datagrams;
+      await sleep(1000);
+      // 1000 datagrams/s are due; a loop held up by the stuck stream would send none.
+      assert(
+        datagrams - before > 300,
+        `${datagrams - before} datagrams in 1 s of a stalled stream`,
+      );
+      const out = await stopSim(sim);
+      assert(
+        /source "modem": \d+ packets framed \(length\), \d+ not sent while 256 were waiting for room/
+          .test(out),
+        out,
+      );
+      assert(/sim: sent \d+ packets in/.test(out), out);
+    } finally {
+      stuck.close();
+      await new Promise<void>((done) => udp.close(() => done()));
+      await accepting.catch(() => {});
+      conns.forEach((c) => c.close());
+    }
+  },
 });
