@@ -350,7 +350,6 @@ export class Broker {
           const m = this.#opts.config.measurements.find((x) => x.key === ch.key);
           if (m) s.channelOf.set(m.index, ch.channel);
         }
-        s.routes = 0;
         const now = monotonicNs();
         for (const sub of this.#subscribers.values()) this.#route(s, sub, now);
         s.lastProblem = "";

@@ -132,17 +132,13 @@ export class SimStreams implements Disposable {
     return this.#streams.has(source);
   }
 
-  get size(): number {
-    return this.#streams.size;
-  }
-
   /** The TCP addresses and devices written to, for the start line. */
   describe(): string[] {
     return [...this.#streams.values()].map((s) => {
       const e = s.endpoint;
-      const where = e.kind === "serial"
-        ? e.device
-        : `${e.kind === "listen" ? "listening on " : ""}${e.host}:${s.out?.port || e.port}`;
+      // Devices and listeners are open (StreamOut names them); a connection is made later.
+      const where = (e.kind === "listen" ? "listening on " : "") +
+        (s.out?.where ?? (e.kind === "connect" ? `${e.host}:${e.port}` : ""));
       return `${s.source.name} (${s.source.kind}, ${s.framing.kind}) ${where}`;
     });
   }
